@@ -1,0 +1,776 @@
+"""BERT and RoBERTa encoders with their pretraining heads, in one file that needs only PyTorch.
+
+BERT (Devlin et al. 2018, arXiv:1810.04805) is a stack of Transformer encoder blocks (Vaswani et al.
+2017, arXiv:1706.03762) trained to fill in masked words ("masked language modelling", MLM) and, in the
+original recipe, to tell whether two sentences follow each other ("next sentence prediction", NSP).
+RoBERTa (Liu et al. 2019, arXiv:1907.11692) keeps the same network, drops NSP, trains longer on more
+data, and shifts its position ids (see `BertEmbeddings`). ALBERT (Lan et al. 2019, arXiv:1909.11942)
+adds two parameter-saving switches that live here as config flags: factorized embeddings (a small
+embedding size E projected up to the hidden size H) and one Transformer block shared by all layers.
+
+The network, bottom to top:
+  ids -> word + position + segment embeddings -> LayerNorm -> dropout       (BertEmbeddings)
+      -> N x [self-attention -> add & LayerNorm -> GELU MLP -> add & LayerNorm] (BertLayer, "post-LN")
+      -> hidden states (B, T, H)                                             (BertModel)
+      -> heads: MLM (dense, GELU, LayerNorm, then the *word embedding matrix* as the output layer),
+                NSP / classification (tanh "pooler" on the first token [CLS], then a linear layer).
+
+Reference implementations: google-research/bert `modeling.py` (TensorFlow, the original) and Hugging
+Face `transformers` `modeling_bert.py` / `modeling_roberta.py`, whose checkpoint layout we read and write
+(`from_pretrained` / `save_pretrained`, with our own small safetensors reader and writer). The tests
+check hidden states and logits against `transformers` to 1e-5 on random weights and 1e-4 on a real
+checkpoint.
+
+Differs from the reference (HF `transformers`):
+  - Our parameter names are shorter (`layers.0.ffn_in` instead of `encoder.layer.0.intermediate.dense`);
+    `HF_LAYER_NAMES` and `hf_name()` translate them, explicitly, and loading fails on any mismatch
+    instead of silently skipping names.
+  - With labels, the MLM head runs only at labelled positions (~15% of tokens), so `logits` is (N, V)
+    for the N labelled positions, not (B, T, V). The loss is the same number; it is much cheaper.
+  - A batch where no position is labelled gives an MLM loss of 0 (HF gives NaN).
+  - No decoder-only features (causal masks, cross-attention, KV cache), no relative position embeddings,
+    no head masks, no output of attentions or intermediate hidden states.
+  - `BertForSequenceClassification` uses BERT's head (pooler + linear) for RoBERTa too; HF's RoBERTa
+    classifier (dense + tanh + out_proj on <s>) is not implemented, so such checkpoints fail to load.
+  - Models with the ALBERT switches on are saved in this BERT layout (with an `embeddings.projection`
+    tensor); HF's `BertModel` cannot load those, only we can.
+
+Shape legend (used in the comments below):
+  B = batch size, T = sequence length, H = hidden size, E = embedding size (= H unless ALBERT-style),
+  nh = number of attention heads, hs = head size (H // nh), I = intermediate (MLP) size,
+  V = vocabulary size, N = number of labelled (masked) positions in a batch.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import math
+import os
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Model types that share RoBERTa's network and position-id rule (XLM-R and CamemBERT are RoBERTa
+# trained on other data). HF stores their encoder under the prefix "roberta.".
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522  # V: rows of the word embedding table (and columns of the MLM output)
+    hidden_size: int = 768  # H: width of every token vector between blocks
+    num_hidden_layers: int = 12  # number of Transformer blocks
+    num_attention_heads: int = 12  # nh: H is split into nh heads of size H // nh
+    intermediate_size: int = 3072  # I: width of the MLP inside each block (4 H in BERT)
+    hidden_act: str = "gelu"  # MLP nonlinearity: "gelu" (exact, erf), "gelu_new" (tanh approx.), "relu"
+    hidden_dropout_prob: float = 0.1  # dropout on embeddings and on each residual branch
+    attention_probs_dropout_prob: float = 0.1  # dropout on the attention weights
+    max_position_embeddings: int = 512  # rows of the learned position table (RoBERTa: 2 are unusable)
+    type_vocab_size: int = 2  # number of segment ids (sentence A / B); RoBERTa checkpoints use 1
+    layer_norm_eps: float = 1e-12  # epsilon inside every LayerNorm (BERT 1e-12, RoBERTa 1e-5)
+    pad_token_id: int = 0  # id of [PAD] (BERT 0, RoBERTa 1); RoBERTa's position ids depend on it
+    initializer_range: float = 0.02  # std of the normal initialisation of weight matrices
+    model_type: str = "bert"  # "bert" or "roberta" (also "xlm-roberta", "camembert": RoBERTa-like)
+    embedding_size: Optional[int] = None  # E: ALBERT factorized embeddings when < H; None means E = H
+    share_layers: bool = False  # ALBERT cross-layer sharing: one block's weights used by all layers
+    num_labels: int = 2  # output classes of BertForSequenceClassification (1 = regression, MSE loss)
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def is_roberta(self) -> bool:
+        return self.model_type in ROBERTA_LIKE
+
+    @property
+    def emb_size(self) -> int:
+        """E, the width of the embedding tables (hidden_size unless ALBERT's factorization is on)."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"{name} must be a positive integer, got {v!r}")
+        if not problems and self.hidden_size % self.num_attention_heads:
+            problems.append(f"hidden_size ({self.hidden_size}) must be divisible by "
+                            f"num_attention_heads ({self.num_attention_heads})")
+        if self.hidden_act not in ACTIVATIONS:
+            problems.append(f"hidden_act {self.hidden_act!r} not supported; use one of {sorted(ACTIVATIONS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.model_type != "bert" and not self.is_roberta:
+            problems.append(f"model_type {self.model_type!r} not supported; use 'bert' or one of {ROBERTA_LIKE}")
+        if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < (
+                self.vocab_size if isinstance(self.vocab_size, int) else 0):
+            problems.append(f"pad_token_id must be an id in [0, vocab_size), got {self.pad_token_id!r}")
+        if self.embedding_size is not None and (not isinstance(self.embedding_size, int) or self.embedding_size < 1):
+            problems.append(f"embedding_size must be None or a positive integer, got {self.embedding_size!r}")
+        if self.is_roberta and isinstance(self.max_position_embeddings, int) \
+                and self.max_position_embeddings <= self.pad_token_id + 1:
+            problems.append("RoBERTa needs max_position_embeddings > pad_token_id + 1 (positions start there)")
+        if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
+            problems.append("layer_norm_eps and initializer_range must be positive")
+        if problems:
+            raise ValueError("invalid BertConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        """Build from an HF-style dict. Keys we do not model (architectures, transformers_version, ...)
+        are ignored, but settings that would change the network and that we do not implement raise."""
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {d['position_embedding_type']!r} not supported "
+                             "(only learned absolute positions)")
+        if d.get("is_decoder") or d.get("add_cross_attention"):
+            raise ValueError("decoder / cross-attention configs are not supported")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict):
+            kwargs["num_labels"] = len(d["id2label"])  # HF writes the labels instead of their count
+        return cls(**kwargs)
+
+    def to_json_file(self, path) -> None:
+        _atomic_write_bytes(Path(path), (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def from_json_file(cls, path) -> "BertConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+def _gelu_tanh(x):
+    return F.gelu(x, approximate="tanh")
+
+
+# "gelu" is the exact x * Phi(x) with the Gaussian CDF Phi (Hendrycks & Gimpel, arXiv:1606.08415);
+# the original TF code also used erf. GPT-2 popularised the tanh approximation, which HF calls "gelu_new".
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh, "relu": F.relu}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The encoder
+
+
+class BertEmbeddings(nn.Module):
+    """Token vector = word embedding + position embedding + segment ("token type") embedding, then
+    LayerNorm and dropout. Position and segment are learned tables, not sinusoids (BERT paper, sec. 3)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        E = config.emb_size
+        # subtle: padding_idx makes the [PAD] row's gradient zero, so [PAD] stays at its initial
+        # vector; HF does the same, and _init_weights sets that row to zero.
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, E, padding_idx=config.pad_token_id if config.is_roberta else None)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E)
+        self.layer_norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # ALBERT: a V x E table (E small) then an E -> H projection costs V E + E H parameters instead of V H.
+        self.projection = nn.Linear(E, config.hidden_size) if E != config.hidden_size else None
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        B, T = input_ids.shape
+        if not self.config.is_roberta:
+            return torch.arange(T, device=input_ids.device).expand(B, T)  # BERT: 0, 1, ..., T-1
+        # subtle: RoBERTa (fairseq) numbers real tokens pad+1, pad+2, ... and gives every padding token
+        # the position pad_token_id itself. With pad = 1 the first token has position 2, and rows 0 and 1
+        # of the table are never used for real tokens, so a 514-row table holds 512 tokens.
+        not_pad = (input_ids != self.config.pad_token_id).long()  # (B, T)
+        return torch.cumsum(not_pad, dim=1) * not_pad + self.config.pad_token_id  # (B, T)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)  # everything is "sentence A"
+        x = (self.word_embeddings(input_ids)
+             + self.position_embeddings(self.position_ids(input_ids))
+             + self.token_type_embeddings(token_type_ids))  # (B, T, E)
+        x = self.dropout(self.layer_norm(x))
+        if self.projection is not None:
+            x = self.projection(x)  # (B, T, E) -> (B, T, H)
+        return x
+
+
+def make_attention_mask(attention_mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """(B, T) with 1 = real token, 0 = padding  ->  (B, 1, 1, T) additive mask for the attention scores:
+    0 where a key may be attended to, the most negative finite number of `dtype` where it is padding, so
+    that after softmax padding gets weight exactly 0. None stays None (attend everywhere). The two
+    singleton axes broadcast over heads and over query positions: every query ignores the same keys."""
+    if attention_mask is None:
+        return None
+    keep = attention_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T)
+    zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
+    # subtle: finfo.min rather than -inf: a row whose keys are all padding then gets uniform weights
+    # instead of NaN (0/0), which would poison the whole batch through the gradients.
+    return torch.where(keep, zero, torch.finfo(dtype).min)
+
+
+def manual_attention(q, k, v, mask, dropout_p: float = 0.0):
+    """The readable version of scaled dot-product attention (Vaswani et al., eq. 1):
+    softmax(q k^T / sqrt(hs) + mask) v. Tested equal to F.scaled_dot_product_attention, which is fused
+    and does not materialise the (T, T) matrix when it can avoid it."""
+    hs = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, hs) x (B, nh, hs, T) -> (B, nh, T, T)
+    if mask is not None:
+        scores = scores + mask  # (B, 1, 1, T) broadcasts: padding keys get ~ -inf
+    weights = F.softmax(scores, dim=-1)  # each query's weights over the keys sum to 1
+    weights = F.dropout(weights, p=dropout_p, training=dropout_p > 0)
+    return weights @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+
+
+class BertLayer(nn.Module):
+    """One Transformer encoder block, post-LayerNorm as in BERT (the LayerNorm comes after each residual
+    addition; GPT-2 and most later models moved it before, "pre-LN"):
+
+        x = LayerNorm(x + Dropout(Attention(x)))
+        x = LayerNorm(x + Dropout(W2 GELU(W1 x)))
+
+    Self-contained: everything it needs comes from the config, so a copy can be made anywhere."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        H, I = config.hidden_size, config.intermediate_size
+        self.n_head = config.num_attention_heads
+        self.attn_dropout_p = config.attention_probs_dropout_prob
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.attention_impl = "sdpa"  # or "manual": the readable version, for tests and for reading
+        # self-attention: three projections of the same input, split into heads, and an output projection
+        self.query = nn.Linear(H, H)
+        self.key = nn.Linear(H, H)
+        self.value = nn.Linear(H, H)
+        self.attn_out = nn.Linear(H, H)
+        self.attn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        # position-wise MLP ("feed-forward network")
+        self.ffn_in = nn.Linear(H, I)
+        self.ffn_out = nn.Linear(I, H)
+        self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def attention(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        B, T, H = x.shape
+        nh, hs = self.n_head, H // self.n_head
+        # (B, T, H) -> (B, T, nh, hs) -> (B, nh, T, hs): each head attends independently in its slice
+        q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if attn_mask is not None and attn_mask.dtype != q.dtype:  # e.g. bf16 autocast
+            attn_mask = attn_mask.to(q.dtype).clamp(min=torch.finfo(q.dtype).min)
+        p = self.attn_dropout_p if self.training else 0.0
+        if self.attention_impl == "manual":
+            y = manual_attention(q, k, v, attn_mask, p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        y = y.transpose(1, 2).reshape(B, T, H)  # (B, nh, T, hs) -> (B, T, nh, hs) -> (B, T, H)
+        return self.attn_out(y)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attention(x, attn_mask)))
+        x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))  # (B, T, I) inside
+        return x
+
+
+class BertPooler(nn.Module):
+    """tanh(W h_[CLS] + b): a sentence vector from the first token, used by NSP and classification."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, T, H) -> (B, H)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoint files: safetensors, read and written by hand
+#
+# Format (https://github.com/huggingface/safetensors): 8 bytes little-endian u64 = n, then n bytes of
+# JSON {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
+# then the raw little-endian tensor bytes; offsets count from the first byte after the header.
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+              "U8": torch.uint8, "BOOL": torch.bool}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    data = Path(path).read_bytes()
+    if len(data) < 8:
+        raise ValueError(f"{path}: too short to be a safetensors file")
+    (n,) = struct.unpack("<Q", data[:8])
+    if 8 + n > len(data):
+        raise ValueError(f"{path}: header length {n} runs past the end of the file ({len(data)} bytes)")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError as e:
+        raise ValueError(f"{path}: header is not valid JSON ({e})") from None
+    body = memoryview(data)[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info.get("dtype") not in _ST_DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+        dtype, shape = _ST_DTYPES[info["dtype"]], list(info["shape"])
+        begin, end = info["data_offsets"]
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if end - begin != nbytes or not 0 <= begin <= end <= len(body):
+            raise ValueError(f"{path}: tensor {name!r} offsets {begin}..{end} do not fit its shape "
+                             f"{shape} {info['dtype']} or the file")
+        if nbytes == 0:
+            out[name] = torch.empty(shape, dtype=dtype)
+            continue
+        # Copy the bytes into fresh (aligned, writable) memory, then reinterpret them as `dtype`.
+        raw = torch.frombuffer(bytearray(body[begin:end]), dtype=torch.uint8)
+        out[name] = raw.view(dtype).reshape(shape)
+    return out
+
+
+def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: Optional[dict] = None) -> None:
+    """Write `tensors` as one safetensors file, atomically (temp file + os.replace), so a crash while
+    saving never leaves a half-written checkpoint under the final name."""
+    header, chunks, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        if t.dtype not in _ST_NAMES:
+            raise ValueError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        # ctypes.string_at copies `nbytes` bytes from the tensor's memory (little-endian hosts only)
+        chunks.append(ctypes.string_at(t.data_ptr(), nbytes) if nbytes else b"")
+        offset += nbytes
+    header["__metadata__"] = {"format": "pt", **(metadata or {})}  # HF refuses files without "format"
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # pad so the tensor data starts 8-byte aligned (allowed by the format)
+    _atomic_write_bytes(Path(path), struct.pack("<Q", len(h)) + h + b"".join(chunks))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------
+# Name map between our parameters and HF's checkpoint keys
+#
+# Encoder keys are written without a prefix here ("embeddings.*", "encoder.layer.*", "pooler.*"); in a
+# checkpoint of a model with a head HF puts them under "bert." / "roberta.", and heads sit at top level.
+
+HF_LAYER_NAMES = {  # ours (inside layers.<i>.)  ->  HF (inside encoder.layer.<i>.)
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attn_out": "attention.output.dense",
+    "attn_norm": "attention.output.LayerNorm",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": "output.dense",
+    "ffn_norm": "output.LayerNorm",
+}
+HF_EMBEDDING_NAMES = {"word_embeddings": "word_embeddings", "position_embeddings": "position_embeddings",
+                      "token_type_embeddings": "token_type_embeddings", "layer_norm": "LayerNorm",
+                      "projection": "projection"}
+HF_HEAD_NAMES = {  # ours -> HF, per flavour
+    "bert": {"head.dense": "cls.predictions.transform.dense",
+             "head.layer_norm": "cls.predictions.transform.LayerNorm",
+             "head.bias": "cls.predictions.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
+    "roberta": {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm",
+                "head.bias": "lm_head.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
+}
+# Keys that are copies of something else (the tied decoder) or not parameters at all (index buffers).
+_TIED_DECODER = {"cls.predictions.decoder.": "cls.predictions.", "lm_head.decoder.": "lm_head."}
+_BUFFER_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
+# Groups of keys that may be absent from a checkpoint as a whole (then freshly initialised) or present
+# while our model lacks them (then dropped, with a warning): the heads and the pooler.
+_OPTIONAL_GROUPS = ("pooler.", "cls.predictions.", "lm_head.", "cls.seq_relationship.", "classifier.")
+
+
+def hf_name(ours: str, config: BertConfig) -> str:
+    """Our parameter name (as in a model with an encoder at `.bert`, or in `BertModel` itself) -> the
+    HF key with the encoder prefix removed. E.g. 'bert.layers.3.ffn_in.weight' -> 'encoder.layer.3.
+    intermediate.dense.weight'; 'head.bias' -> 'cls.predictions.bias' (BERT) or 'lm_head.bias'."""
+    name = ours[len("bert."):] if ours.startswith("bert.") else ours
+    parts = name.split(".")
+    if parts[0] == "embeddings":
+        return ".".join(["embeddings", HF_EMBEDDING_NAMES[parts[1]], *parts[2:]])
+    if parts[0] == "layers":
+        return ".".join(["encoder.layer", parts[1], HF_LAYER_NAMES[parts[2]], *parts[3:]])
+    if parts[0] == "pooler":
+        return name
+    heads = HF_HEAD_NAMES["roberta" if config.is_roberta else "bert"]
+    for our_prefix, hf_prefix in heads.items():
+        if name == our_prefix or name.startswith(our_prefix + "."):
+            return hf_prefix + name[len(our_prefix):]
+    raise KeyError(f"no HF name for parameter {ours!r}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model: the message names every missing, unexpected and misshapen key."""
+
+
+def _normalise_checkpoint_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the encoder prefix, rename old TF-era LayerNorm names, drop index buffers."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(_BUFFER_SUFFIXES):
+            continue  # position_ids / token_type_ids: constant index buffers, not weights
+        for prefix in ("bert.", "roberta."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        # subtle: checkpoints converted from TF (and old HF versions) call LayerNorm's scale and shift
+        # gamma and beta.
+        if k.endswith("LayerNorm.gamma") or k.endswith("layer_norm.gamma"):
+            k = k[: -len("gamma")] + "weight"
+        elif k.endswith("LayerNorm.beta") or k.endswith("layer_norm.beta"):
+            k = k[: -len("beta")] + "bias"
+        if k in out:
+            raise CheckpointError(f"checkpoint has key {k!r} twice (with and without prefix, or gamma and weight)")
+        out[k] = v
+    return out
+
+
+def load_hf_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], word_embeddings: nn.Embedding) -> tuple[list, list]:
+    """Copy an HF-layout state dict into `model`. Returns (fresh, dropped): our parameter names absent
+    from the checkpoint (heads / pooler, left freshly initialised) and checkpoint keys of heads our model
+    does not have. Any other mismatch raises CheckpointError naming all problems at once."""
+    config = model.config
+    sd = _normalise_checkpoint_keys(sd)
+    # The decoder of the MLM head is the word embedding matrix (tied); its own bias is the head's bias.
+    for dec_prefix, head_prefix in _TIED_DECODER.items():
+        w, b = sd.pop(dec_prefix + "weight", None), sd.pop(dec_prefix + "bias", None)
+        emb = sd.get("embeddings.word_embeddings.weight")
+        if w is not None and emb is not None and (w.shape != emb.shape or not torch.equal(w, emb)):
+            raise CheckpointError(f"{dec_prefix}weight differs from the word embeddings; this model "
+                                  "requires them tied (as BERT and RoBERTa are)")
+        if b is not None:
+            sd.setdefault(head_prefix + "bias", b)
+
+    ours = dict(model.named_parameters())  # deduplicated: a shared ALBERT layer appears once
+    expected = {hf_name(n, config): n for n in ours}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+
+    def group(key):
+        return next((g for g in _OPTIONAL_GROUPS if key.startswith(g)), None)
+
+    our_groups = {group(k) for k in expected}
+    # a head present in the checkpoint but not in our model (e.g. MLM weights loaded into BertModel)
+    dropped = [k for k in unexpected if group(k) is not None and group(k) not in our_groups]
+    unexpected = [k for k in unexpected if k not in dropped]
+    # a head of ours entirely absent from the checkpoint (e.g. an encoder-only checkpoint into MLM)
+    fresh_groups = {g for g in our_groups if g is not None and all(k in missing for k in expected if group(k) == g)}
+    fresh = [expected[k] for k in missing if group(k) in fresh_groups]
+    missing = [k for k in missing if group(k) not in fresh_groups]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(ours[expected[k]].shape)}"
+              for k in expected if k in sd and sd[k].shape != ours[expected[k]].shape]
+    if missing or unexpected or shapes:
+        lines = [f"checkpoint does not match {type(model).__name__} ({config.model_type}):"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
+        raise CheckpointError("\n".join(lines))
+    with torch.no_grad():
+        for k, n in expected.items():
+            if k in sd:
+                ours[n].copy_(sd[k])
+    return fresh, dropped
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared machinery of all model classes: init, parameter count, from_pretrained / save_pretrained
+
+
+class _Pretrained(nn.Module):
+    config: BertConfig
+    hf_architecture = {"bert": "BertModel", "roberta": "RobertaModel"}
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation (google-research/bert: truncated normal, std 0.02; HF: plain normal):
+        weights ~ N(0, initializer_range), biases 0, LayerNorm scale 1 and shift 0, [PAD] row 0."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, MaskedLMHead):
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (a shared ALBERT layer counts once; the tied decoder is free)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _encoder(self) -> "BertModel":
+        return self if isinstance(self, BertModel) else self.bert
+
+    @classmethod
+    def from_pretrained(cls, directory, **overrides):
+        """Load `directory/config.json` and `model.safetensors` (or `pytorch_model.bin`). `overrides`
+        replace config fields (e.g. num_labels=3, hidden_dropout_prob=0.0)."""
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.exists():
+            raise FileNotFoundError(f"{config_path} not found")
+        with open(config_path, encoding="utf-8") as f:
+            config = BertConfig.from_dict({**json.load(f), **overrides})
+        if (directory / "model.safetensors").exists():
+            sd = read_safetensors(directory / "model.safetensors")
+        elif (directory / "pytorch_model.bin").exists():
+            sd = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise FileNotFoundError(f"{directory}: neither model.safetensors nor pytorch_model.bin")
+        model = cls(config)
+        fresh, dropped = load_hf_state_dict(model, sd, model._encoder().embeddings.word_embeddings)
+        model.fresh_parameters = fresh
+        if fresh or dropped:
+            msg = f"{cls.__name__}.from_pretrained({str(directory)!r}):"
+            if fresh:
+                msg += f" freshly initialised (not in checkpoint, train them): {', '.join(fresh)}."
+            if dropped:
+                msg += f" unused checkpoint keys of heads this model lacks: {', '.join(dropped)}."
+            warnings.warn(msg, stacklevel=2)
+        return model
+
+    def save_pretrained(self, directory) -> None:
+        """Write config.json (HF field names, plus model_type and architectures) and model.safetensors in
+        HF's key layout, so `transformers` loads it (unless the ALBERT switches are on)."""
+        directory = Path(directory)
+        config = self.config
+        flavour = "roberta" if config.is_roberta else "bert"
+        prefix = "" if isinstance(self, BertModel) else flavour + "."
+        tensors = {}
+        for n, p in self.named_parameters():
+            k = hf_name(n, config)
+            is_encoder = k.startswith(("embeddings.", "encoder.", "pooler."))
+            tensors[(prefix if is_encoder else "") + k] = p
+        d = config.to_dict()
+        d["architectures"] = [self.hf_architecture[flavour]]
+        _atomic_write_bytes(directory / "config.json", (json.dumps(d, indent=2, sort_keys=True) + "\n").encode())
+        write_safetensors(directory / "model.safetensors", tensors)
+
+
+class BertModel(_Pretrained):
+    """Embeddings + a stack of BertLayer + (optionally) the pooler. forward -> last hidden states."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        if config.share_layers:
+            # ALBERT: the same module object N times. nn.ModuleList holds N references to one BertLayer,
+            # so `layers[i]` all run the same weights; parameters() / named_parameters() list them once
+            # (as layers.0.*), while state_dict() still has layers.0 ... layers.N-1 (all equal tensors).
+            shared = BertLayer(config)
+            self.layers = nn.ModuleList([shared] * config.num_hidden_layers)
+        else:
+            self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.apply(self._init_weights)
+
+    def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None) -> None:
+        """Raise a clear ValueError for inputs that would otherwise fail deep inside (an IndexError, or
+        on a GPU an asynchronous device-side assert that kills the process)."""
+        c = self.config
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must be an integer tensor of shape (batch, seq_len), got "
+                             f"{getattr(input_ids, 'dtype', type(input_ids))} {tuple(getattr(input_ids, 'shape', ()))}")
+        B, T = input_ids.shape
+        max_len = c.max_position_embeddings - (c.pad_token_id + 1 if c.is_roberta else 0)
+        if T > max_len:
+            raise ValueError(f"sequence length {T} exceeds the model's maximum of {max_len} positions")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= c.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {c.vocab_size}), got values in "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and tuple(t.shape) != (B, T):
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {(B, T)} like input_ids")
+        if token_type_ids is not None and token_type_ids.numel() and (
+                int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= c.type_vocab_size):
+            raise ValueError(f"token_type_ids must lie in [0, {c.type_vocab_size})")
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        self.check_inputs(input_ids, attention_mask, token_type_ids)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        mask = make_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x  # (B, T, H)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Heads
+
+
+class MaskedLMOutput(NamedTuple):
+    loss: Optional[torch.Tensor]
+    logits: torch.Tensor  # (B, T, V) without labels; (N, V) at the labelled positions with labels
+
+
+class PreTrainingOutput(NamedTuple):
+    loss: Optional[torch.Tensor]
+    logits: torch.Tensor  # MLM logits, as in MaskedLMOutput
+    nsp_logits: torch.Tensor  # (B, 2): index 0 = "B follows A", 1 = "B is random" (BERT's convention)
+
+
+class ClassifierOutput(NamedTuple):
+    loss: Optional[torch.Tensor]
+    logits: torch.Tensor  # (B, num_labels)
+
+
+class MaskedLMHead(nn.Module):
+    """h -> LayerNorm(GELU(W h + b)) -> E^T (.) + bias: a per-token transform, then scores against every
+    word's embedding. Reusing the input embedding matrix E as the output layer ("weight tying", Press &
+    Wolf 2016, arXiv:1608.05859) saves V x H parameters; only the bias (V,) is the head's own."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        E = config.emb_size  # ALBERT: the transform maps H down to E so it can meet the (V, E) table
+        self.dense = nn.Linear(config.hidden_size, E)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.layer_norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        # subtle: the tie is done by passing the embedding Parameter at call time instead of sharing it
+        # as an attribute, so it survives load_state_dict, copy_, deepcopy and re-assignment.
+        h = self.layer_norm(self.act(self.dense(hidden)))  # (..., H) -> (..., E)
+        return F.linear(h, word_embeddings, self.bias)  # (..., E) x (V, E)^T -> (..., V)
+
+
+def _mlm_logits_and_loss(head, hidden, word_embeddings, labels):
+    """Without labels: logits at every position, (B, T, V). With labels (B, T), -100 = not masked:
+    logits only at the N labelled positions, in row-major order, (N, V), and the mean cross-entropy.
+    The transform and projection act on each position separately, so skipping unlabelled positions gives
+    the same loss; it skips ~85% of the biggest matrix product in the model (tested equal)."""
+    if labels is None:
+        return None, head(hidden, word_embeddings)  # (B, T, V)
+    if labels.shape != hidden.shape[:2]:
+        raise ValueError(f"labels has shape {tuple(labels.shape)}, expected {tuple(hidden.shape[:2])}")
+    selected = labels != -100  # (B, T) bool
+    logits = head(hidden[selected], word_embeddings)  # (N, H) -> (N, V)
+    target = labels[selected]  # (N,)
+    # sum / max(N, 1): a batch with nothing masked gives 0 instead of NaN
+    loss = F.cross_entropy(logits.float(), target, reduction="sum") / selected.sum().clamp(min=1)
+    return loss, logits
+
+
+class BertForMaskedLM(_Pretrained):
+    hf_architecture = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM"}
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.head = MaskedLMHead(config)
+        self.apply(self._init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> MaskedLMOutput:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        loss, logits = _mlm_logits_and_loss(self.head, hidden, self.bert.embeddings.word_embeddings.weight, labels)
+        return MaskedLMOutput(loss, logits)
+
+
+class BertForPreTraining(_Pretrained):
+    """BERT's original objective: MLM + next sentence prediction (is segment B the real continuation of
+    segment A?) from the pooled [CLS] vector. RoBERTa showed NSP can be dropped (arXiv:1907.11692, 4.2)."""
+    hf_architecture = {"bert": "BertForPreTraining", "roberta": "BertForPreTraining"}
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=True)
+        self.head = MaskedLMHead(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.apply(self._init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None) -> PreTrainingOutput:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        mlm_loss, logits = _mlm_logits_and_loss(self.head, hidden, self.bert.embeddings.word_embeddings.weight, labels)
+        nsp_logits = self.nsp(self.bert.pooler(hidden))  # (B, 2)
+        losses = [mlm_loss] if mlm_loss is not None else []
+        if next_sentence_label is not None:
+            losses.append(F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1)))
+        return PreTrainingOutput(sum(losses) if losses else None, logits, nsp_logits)
+
+
+class BertForSequenceClassification(_Pretrained):
+    """Pooled [CLS] -> dropout -> linear: BERT's fine-tuning head for sentence (pair) classification."""
+    hf_architecture = {"bert": "BertForSequenceClassification", "roberta": "BertForSequenceClassification"}
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=True)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.apply(self._init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> ClassifierOutput:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        logits = self.classifier(self.dropout(self.bert.pooler(hidden)))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.config.num_labels == 1:  # regression (e.g. STS-B similarity scores)
+                loss = F.mse_loss(logits.float().view(-1), labels.float().view(-1))
+            else:
+                loss = F.cross_entropy(logits.float(), labels.view(-1))
+        return ClassifierOutput(loss, logits)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
+                     intermediate_size=37, max_position_embeddings=16)
+    model = BertForMaskedLM(cfg).eval()
+    print(f"parameters: {model.num_parameters()}")
+    ids = torch.randint(1, cfg.vocab_size, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])  # second sequence: two padding tokens
+    ids[1, 5:] = cfg.pad_token_id
+    hidden = model.bert(ids, attention_mask=mask)
+    print(f"hidden states: {tuple(hidden.shape)}")
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 3] = ids[0, 2], ids[1, 3]
+    out = model(ids, attention_mask=mask, labels=labels)
+    print(f"MLM logits at the 2 labelled positions: {tuple(out.logits.shape)}, loss {out.loss.item():.3f} "
+          f"(ln V = {math.log(cfg.vocab_size):.3f})")
+    # Expected output:
+    # parameters: 
+    # hidden states: (2, 7, 36)
+    # MLM logits at the 2 labelled positions: (2, 99), loss
