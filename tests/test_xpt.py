@@ -1,0 +1,195 @@
+"""xpt.py: what is copied, what trains when, and that freezing really freezes."""
+import pytest
+import torch
+
+import xpt
+from bert import BertConfig, BertForMaskedLM
+
+# Odd sizes so that a wrong reshape or a swapped dimension fails loudly.
+CFG = dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
+           max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+TARGET_V = 61
+
+
+@pytest.fixture()
+def source():
+    torch.manual_seed(0)
+    return BertForMaskedLM(BertConfig(**CFG))
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def train_steps(model, n, *, phase, wd=0.01, lr=1e-2, seed=0):
+    xpt.set_phase(model, phase)
+    opt = torch.optim.AdamW(xpt.optimizer_groups(model, weight_decay=wd), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        ids = torch.randint(0, TARGET_V, (3, 7), generator=g)
+        labels = torch.where(torch.rand(3, 7, generator=g) < 0.5, ids, torch.full_like(ids, -100))
+        labels[0, 0] = ids[0, 0]  # at least one labelled position
+        model(ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)  # keep zero grads around: the case that exposes bad freezing
+    return opt
+
+
+def test_shapes_and_layer_layout(source):
+    m = xpt.build_xpt(source, TARGET_V, itl_layers=2)
+    assert m.config.num_hidden_layers == 2 + 2 + 2
+    assert m.bert.embeddings.word_embeddings.weight.shape == (TARGET_V, 36)
+    assert m.head.bias.shape == (TARGET_V,)
+    ids = torch.randint(0, TARGET_V, (3, 7))
+    assert m(ids).logits.shape == (3, 7, TARGET_V)
+    # the source's layers sit in the middle, bit-identical, in order
+    for i in range(2):
+        for (n, a), (_, b) in zip(m.bert.layers[2 + i].named_parameters(), source.bert.layers[i].named_parameters()):
+            assert torch.equal(a, b), n
+    # the decoder is tied to the NEW embeddings: logits = transform(h) @ E^T + b
+    with torch.no_grad():
+        m.bert.embeddings.word_embeddings.weight[5].zero_()
+        m.head.bias[5] = 123.0
+    assert torch.allclose(m(ids).logits[..., 5], torch.tensor(123.0))
+
+
+def test_copied_parts_and_switches(source):
+    m = xpt.build_xpt(source, TARGET_V)
+    e, se = m.bert.embeddings, source.bert.embeddings
+    assert torch.equal(e.position_embeddings.weight, se.position_embeddings.weight)
+    assert torch.equal(e.token_type_embeddings.weight, se.token_type_embeddings.weight)
+    assert torch.equal(e.layer_norm.weight, se.layer_norm.weight)
+    assert torch.equal(m.head.dense.weight, source.head.dense.weight)
+    m2 = xpt.build_xpt(source, TARGET_V, reuse_positions=False, reuse_head_transform=False)
+    assert not torch.equal(m2.bert.embeddings.position_embeddings.weight, se.position_embeddings.weight)
+    assert not any(n.startswith("head.dense") for n in m2.xpt["reused"])
+    # switched-off parts count as new, so they train in phase 1
+    assert "bert.embeddings.position_embeddings.weight" in xpt.trainable_names(m2, 1)
+
+
+def test_source_is_not_modified_and_seed_is_reproducible(source):
+    before = snapshot(source)
+    a = xpt.build_xpt(source, TARGET_V, seed=5)
+    b = xpt.build_xpt(source, TARGET_V, seed=5)
+    for n, p in a.named_parameters():
+        assert torch.equal(p, dict(b.named_parameters())[n])
+    train_steps(a, 2, phase=2)
+    for n, p in source.named_parameters():
+        assert torch.equal(p, before[n]), f"build_xpt must copy, not share: {n} changed in the source"
+
+
+@pytest.mark.parametrize("method, n_itl, phase1_all, phase2_all", [
+    ("xpt", 2, False, True),
+    ("xpt-no-itl", 0, False, True),
+    ("xpt-one-phase", 2, True, True),
+    ("embeddings-only", 0, False, False),
+    ("scratch", 2, True, True),
+])
+def test_each_method_trainable_set(source, method, n_itl, phase1_all, phase2_all):
+    m = xpt.build_xpt(source, TARGET_V, method=method, itl_layers=1)
+    assert m.config.num_hidden_layers == 2 + n_itl
+    names = {n for n, _ in m.named_parameters()}
+    new = names - m.xpt["reused"]
+    p1, p2 = xpt.trainable_names(m, 1), xpt.trainable_names(m, 2)
+    assert p1 == (names if phase1_all else new)
+    assert p2 == (names if phase2_all else new)
+    if method == "scratch":
+        assert m.xpt["reused"] == set()
+    else:
+        # exactly the new parts: target word embeddings, decoder bias, ITL layers
+        expect = {"bert.embeddings.word_embeddings.weight", "head.bias"}
+        for i in list(m.xpt["itl_in"]) + list(m.xpt["itl_out"]):
+            expect |= {n for n in names if n.startswith(f"bert.layers.{i}.")}
+        assert new == expect
+
+
+def test_phase1_freezes_reused_and_phase2_moves_all(source):
+    m = xpt.build_xpt(source, TARGET_V, itl_layers=1)
+    start = snapshot(m)
+    opt = train_steps(m, 3, phase=1)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    for n, p in m.named_parameters():
+        if n in m.xpt["reused"]:
+            assert id(p) not in in_opt, f"frozen {n} must not be in the optimizer"
+            assert torch.equal(p, start[n]), f"reused {n} moved in phase 1"
+        else:
+            assert not torch.equal(p, start[n]), f"new {n} did not train in phase 1"
+    # reused tensors are still bit-identical to the source after phase 1
+    src = dict(source.named_parameters())
+    for i in range(2):
+        for n, p in m.bert.layers[1 + i].named_parameters():
+            assert torch.equal(p, src[f"bert.layers.{i}.{n}"])
+    mid = snapshot(m)
+    train_steps(m, 2, phase=2, seed=1)
+    for n, p in m.named_parameters():
+        assert not torch.equal(p, mid[n]), f"{n} did not train in phase 2"
+
+
+def test_the_subtlety_frozen_param_in_adamw_still_moves(source):
+    # Why optimizer_groups excludes frozen parameters: with a (zero) gradient present, AdamW's decoupled
+    # weight decay moves a requires_grad=False parameter anyway.
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.AdamW([p], lr=0.1, weight_decay=0.1)
+    p.grad = torch.zeros(4)
+    p.requires_grad_(False)
+    opt.step()
+    assert not torch.equal(p, torch.ones(4))
+
+
+def test_reused_lr_scale_and_no_decay_groups(source):
+    m = xpt.build_xpt(source, TARGET_V)
+    xpt.set_phase(m, 2)
+    groups = xpt.optimizer_groups(m, weight_decay=0.01, reused_lr_scale=0.1)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["bert.layers.1.attention.query.weight" if "bert.layers.1.attention.query.weight" in by_name
+                   else next(n for n in by_name if n.startswith("bert.layers.1.") and n.endswith("weight")
+                             and by_name[n]["weight_decay"] > 0)]["lr_scale"] == 0.1
+    assert by_name["bert.embeddings.word_embeddings.weight"]["lr_scale"] == 1.0
+    assert by_name["head.bias"]["weight_decay"] == 0.0
+    assert all(by_name[n]["weight_decay"] == 0.0 for n in by_name if "layer_norm" in n)
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+
+
+def test_report_lists_groups(source):
+    text = xpt.report(xpt.build_xpt(source, TARGET_V))
+    for row in ("word embeddings", "ITL in", "ITL out", "encoder layers 1-2", "MLM decoder bias", "total"):
+        assert row in text
+    total = sum(p.numel() for p in xpt.build_xpt(source, TARGET_V).parameters())
+    assert f"{total:,}" in text
+
+
+def test_bad_input(source):
+    with pytest.raises(ValueError, match="unknown method"):
+        xpt.build_xpt(source, TARGET_V, method="xtp")
+    with pytest.raises(ValueError, match="phase"):
+        xpt.set_phase(xpt.build_xpt(source, TARGET_V), 3)
+    with pytest.raises(ValueError, match="build_xpt"):
+        xpt.report(source)
+
+
+class _Vocab:
+    """A minimal tokenizer stand-in: just a vocabulary."""
+    def __init__(self, tokens, kind):
+        self.tokens, self.kind = tokens, kind
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = 0, 1, 2, 3, 4
+        self.special_ids = [0, 1, 2, 3, 4]
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def id_to_token(self, i):
+        return self.tokens[i]
+
+
+def test_copy_shared_embeddings_across_tokenizer_kinds(source):
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    src_tok = _Vocab(specials + ["hello", "##llo", "the", "##s"] + [f"x{i}" for i in range(99 - 9)], "wordpiece")
+    tgt_tok = _Vocab(["<pad>", "<unk>", "<s>", "</s>", "<mask>", "\u0120hello", "llo", "s", "\u0120the", "안녕"]
+                     + [f"y{i}" for i in range(TARGET_V - 10)], "bpe")
+    m = xpt.build_xpt(source, TARGET_V, source_tokenizer=src_tok, target_tokenizer=tgt_tok)
+    # 5 specials by role + Ġhello=hello, llo=##llo, s=##s, Ġthe=the; 안녕 has no match
+    assert m.xpt["copied_embeddings"] == 9
+    w, sw = m.bert.embeddings.word_embeddings.weight, source.bert.embeddings.word_embeddings.weight
+    assert torch.equal(w[5], sw[5]) and torch.equal(w[6], sw[6]) and torch.equal(w[8], sw[7])
+    assert not torch.equal(w[9], sw[9])
+    assert "9 embeddings copied" in xpt.report(m)
