@@ -281,6 +281,22 @@ def test_gradients_flow_and_init():
     assert o.logits.shape == (B, 3) and o.loss.ndim == 0
 
 
+def test_bf16_autocast_runs_and_stays_close():
+    """The mask is built in fp32 and cast inside attention; under autocast the output must stay finite."""
+    torch.manual_seed(0)
+    m = BertForMaskedLM(BertConfig(**ODD))
+    ids, mask, types = make_batch(0)
+    labels = torch.where(mask.bool(), ids, torch.full_like(ids, -100))
+    ref = m(ids, mask, types, labels=labels).loss
+    for impl in ("sdpa", "manual"):
+        for layer in m.bert.layers:
+            layer.attention_impl = impl
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(ids, mask, types, labels=labels)
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and abs(out.loss.item() - ref.item()) < 0.05
+
+
 # ---------------------------------------------------------------------------------------------------
 # ALBERT switches
 
@@ -344,6 +360,7 @@ def test_config_roundtrip_and_validation(tmp_path):
     with pytest.raises(ValueError, match="position_embedding_type"):
         BertConfig.from_dict({**d, "position_embedding_type": "relative_key"})
     assert BertConfig.from_dict({"id2label": {"0": "a", "1": "b", "2": "c"}}).num_labels == 3
+    assert BertConfig.from_dict({"pad_token_id": None}).pad_token_id == 0
 
 
 # ---------------------------------------------------------------------------------------------------
