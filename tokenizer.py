@@ -471,9 +471,11 @@ def _read_vocab_json(path):
 
 # BERT's basic tokenizer, written as three regular expressions (google-research/bert tokenization.py
 # does the same character by character; HF's BertNormalizer + BertPreTokenizer are what we match).
-# Dropped: NUL, U+FFFD and every "other" character (\p{C}: controls, format chars such as the zero-width
-# joiner, private use, unassigned), except tab / newline / carriage return, which count as spaces.
-_WP_DROP = regex.compile(r"[\x00\ufffd]|(?![\t\n\r])\p{C}")
+# Dropped: NUL, U+FFFD, controls (Cc), format characters such as the zero-width joiner (Cf), private
+# use (Co) and lone surrogates (Cs) -- except tab / newline / carriage return, which count as spaces.
+# subtle: unassigned code points (Cn) are kept, as HF does; which code points are unassigned depends on
+# the Unicode version of each library, so text from the newest scripts may still differ at the edges.
+_WP_DROP = regex.compile(r"[\x00\ufffd]|(?![\t\n\r])[\p{Cc}\p{Cf}\p{Co}\p{Cs}]")
 # Whitespace: Unicode's White_Space property (what HF uses), minus the controls already dropped.
 _WS = r"\t\n\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # Punctuation: all Unicode P* categories plus every ASCII non-alphanumeric printable ($, +, <, ^, ...).
