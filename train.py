@@ -1,0 +1,1031 @@
+"""
+Masked-LM pretraining and cross-lingual post-training (XPT): data, masking, the training loop, the demo.
+
+    python train.py                                   # the whole XPT story on the toy corpus (the demo)
+    python train.py --task=mlm --corpus=FILE          # pretrain a masked LM on any text file
+    python train.py --task=xpt --source=DIR --corpus=FILE   # post-train a source model on a new language
+    python train.py --help                            # every setting with its default
+
+What is here, in reading order:
+  1. Settings: one block (`Settings`), each with a comment, overridable as --key=value (`parse_args`).
+  2. Data: read documents, tokenize once (cached on disk as numpy), pack into sequences:
+     RoBERTa's FULL-SENTENCES (Liu et al. 2019, arXiv:1907.11692, section 4.2) or BERT's sentence pairs
+     with next-sentence prediction (Devlin et al. 2018, arXiv:1810.04805, section 3.1).
+  3. Masking: `mask_tokens`, BERT's 80/10/10 rule, drawn anew every time a sequence is used (RoBERTa's
+     dynamic masking), optionally whole-word.
+  4. The loop: `train_loop`, AdamW + linear warm-up/decay + clipping + gradient accumulation, periodic
+     evaluation, JSONL log, atomic checkpoints and exact resume, DDP under torchrun.
+  5. XPT: `run_xpt` trains the two phases of xpt.py with the same loop.
+  6. The demo (`run_demo`): tokenizers -> English source model -> XPT on Korean -> scratch baseline ->
+     comparison.
+
+Differs from the references (RoBERTa/BERT training code):
+  - The data position is a pure function of the step (a fixed permutation per epoch), and so is each
+    step's mask (its generator is seeded from (seed, step)); resuming therefore needs no data-loader
+    state, and a resumed CPU run is bit-identical to an uninterrupted one (tested).
+  - One process group per run; no fp16 loss scaling (bf16 autocast on CUDA needs none).
+"""
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import bert
+import tokenizer as tokenizers_mod
+import xpt
+
+HERE = Path(__file__).resolve().parent
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Settings
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    # --- what to run
+    task: str = "demo"            # demo (the whole XPT story) | mlm (pretrain) | xpt (post-train a source)
+    preset: str = "default"       # demo size: default (~minutes on a laptop CPU) | tiny (seconds, for tests)
+    stage: str = "all"            # demo stage: all | tokenizers | source | xpt | scratch | compare
+    out_dir: str = "out"          # where tokenizers, caches, checkpoints, logs and results go
+    # --- data
+    corpus: str = ""              # training text (mlm/xpt); the demo uses data/*_train.txt
+    valid_corpus: str = ""        # held-out text; empty = hold out the last valid_fraction of documents
+    valid_fraction: float = 0.05  # share of documents held out when valid_corpus is empty
+    doc_format: str = "line"      # line: one document per line | blank: documents separated by blank lines
+    tokenizer: str = "bpe"        # tokenizer kind to train: bpe (byte-level, RoBERTa) | wordpiece (BERT)
+    tokenizer_dir: str = ""       # use this saved tokenizer instead of training one
+    vocab_size: int = 4000        # vocabulary size when training a tokenizer
+    packing: str = "full"         # full: RoBERTa FULL-SENTENCES | nsp: BERT sentence pairs + next-sentence
+    max_len: int = 64             # tokens per training sequence, specials included
+    # --- model (fresh models only; a source checkpoint brings its own)
+    hidden_size: int = 128        # width of every layer
+    num_layers: int = 4           # encoder layers
+    num_heads: int = 4            # attention heads (hidden_size must divide by it)
+    intermediate_size: int = 512  # feed-forward width (BERT uses 4 x hidden)
+    dropout: float = 0.1          # hidden and attention dropout
+    # --- optimisation
+    steps: int = 1000             # optimizer steps (mlm; and the scratch baseline in the demo)
+    batch_size: int = 32          # sequences per micro-batch per process
+    grad_accum: int = 1           # micro-batches per optimizer step
+    lr: float = 5e-4              # peak learning rate
+    warmup: float = 0.06          # warm-up as a fraction of the steps (RoBERTa: 6%)
+    weight_decay: float = 0.01    # AdamW decoupled weight decay (not on biases and LayerNorm)
+    max_grad_norm: float = 1.0    # gradient clipping; 0 = off
+    mlm_probability: float = 0.15 # share of tokens chosen for prediction
+    whole_word: bool = False      # mask all pieces of a word together
+    # --- XPT (xpt.py)
+    source: str = ""              # source model: an HF-format directory (config.json + weights)
+    method: str = "xpt"           # scratch | embeddings-only | xpt-no-itl | xpt-one-phase | xpt
+    itl_layers: int = 1           # encoder layers per implicit translation layer
+    phase1_steps: int = 300       # phase 1: only the new parameters train
+    phase2_steps: int = 700       # phase 2: everything trains
+    reused_lr_scale: float = 1.0  # phase 2 learning-rate multiplier for parameters copied from the source
+    # --- bookkeeping
+    eval_every: int = 100         # evaluate on the held-out slice every N steps (and at the end)
+    eval_batches: int = 0         # held-out batches per evaluation; 0 = all of it
+    log_every: int = 10           # write a JSONL log line every N steps
+    ckpt_every: int = 100         # write a checkpoint every N steps (and at the end)
+    seed: int = 1337              # everything random derives from it
+    device: str = "auto"          # auto (cuda if present) | cpu | cuda
+    compile: bool = False         # torch.compile the model
+
+
+def parse_args(argv, defaults=None):
+    """Parse `--key=value` overrides into a Settings. Values are converted to the field's type; an
+    unknown key or an unconvertible value raises ValueError naming the valid keys. `--help` raises
+    SystemExit after printing every setting with its default."""
+    s = defaults if defaults is not None else Settings()
+    kinds = {f.name: type(getattr(s, f.name)) for f in fields(s)}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(help_text(s))
+            raise SystemExit(0)
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"expected --key=value, got {arg!r}; valid keys: {', '.join(kinds)}")
+        key, value = arg[2:].split("=", 1)
+        key = key.replace("-", "_")
+        if key not in kinds:
+            raise ValueError(f"unknown setting {key!r}; valid keys: {', '.join(kinds)}")
+        kind = kinds[key]
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                v = value.lower() in ("true", "1", "yes")
+            else:
+                v = kind(value)
+        except ValueError:
+            raise ValueError(f"--{key} expects {kind.__name__}, got {value!r}") from None
+        s = dataclasses.replace(s, **{key: v})
+    return s
+
+
+def help_text(s):
+    """Every setting with its default and the comment from the Settings block."""
+    comments = {}
+    for line in Path(__file__).read_text().splitlines():
+        line = line.strip()
+        if ":" in line and "#" in line and "=" in line.split("#")[0]:
+            name = line.split(":", 1)[0].strip()
+            comments.setdefault(name, line.split("#", 1)[1].strip())
+    out = ["usage: python train.py [--key=value ...]", ""]
+    for f in fields(s):
+        out.append(f"  --{f.name}={getattr(s, f.name)!s:<12} {comments.get(f.name, '')}")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Data
+# ----------------------------------------------------------------------------------------------------
+def read_documents(path, doc_format="line"):
+    """Documents of a plain-text file. doc_format="line": one document per line (empty lines skipped);
+    "blank": documents separated by blank lines (lines inside a document are joined with spaces)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if doc_format == "line":
+        docs = [ln.strip() for ln in text.splitlines()]
+    elif doc_format == "blank":
+        blocks = re.split(r"\n[ \t\r\f\v]*\n", text)  # one or more blank (or whitespace-only) lines
+        docs = [" ".join(ln.strip() for ln in block.splitlines() if ln.strip()) for block in blocks]
+    else:
+        raise ValueError(f"doc_format must be 'line' or 'blank', got {doc_format!r}")
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise ValueError(f"corpus {path} contains no text")
+    return docs
+
+
+def fingerprint(tok):
+    """A short hash of a tokenizer's saved files (vocabulary + merges): the tokenization cache key."""
+    with tempfile.TemporaryDirectory() as d:
+        tok.save(d)
+        h = hashlib.sha256()
+        for p in sorted(Path(d).iterdir()):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def tokenize_documents(docs, tok, cache_dir=None, key=""):
+    """Token ids of every document, as (flat ids, offsets): document i is ids[offsets[i]:offsets[i+1]].
+    Stored with the smallest unsigned dtype that fits the vocabulary. With cache_dir, the result is saved
+    as .npz keyed by the documents and the tokenizer, and a rerun loads it instead of re-tokenizing."""
+    h = hashlib.sha256(("\n".join(docs) + "\x00" + key).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"tokens-{h}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        z = np.load(path)
+        return z["ids"], z["offsets"]
+    encode_batch = getattr(tok, "encode_batch", None)
+    chunks = []
+    step = 2000
+    for i in tqdm(range(0, len(docs), step), desc="tokenize", unit="chunk", leave=False,
+                  disable=len(docs) <= step):
+        part = docs[i:i + step]
+        chunks.extend(encode_batch(part) if encode_batch else [tok.encode(d) for d in part])
+    dtype = np.uint16 if len(tok) <= 2 ** 16 else np.uint32
+    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = np.fromiter((t for c in chunks for t in c), dtype=dtype, count=int(offsets[-1]))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, ids=ids, offsets=offsets)
+        os.replace(tmp, path)
+    return ids, offsets
+
+
+def pack_full_sentences(ids, offsets, max_len, bos_id, eos_id, pad_id):
+    """RoBERTa's FULL-SENTENCES: the documents one after another (each followed by the separator
+    </s>), cut into pieces of max_len - 2 tokens, each wrapped as <s> ... </s>. Sequences cross document
+    boundaries; only the last one is padded. Returns dict of (N, max_len) tensors."""
+    if max_len < 3:
+        raise ValueError(f"max_len must be >= 3, got {max_len}")
+    n_docs = len(offsets) - 1
+    # Insert a separator after every document: position offsets[i+1] in the flat stream.
+    stream = np.insert(ids.astype(np.int64), offsets[1:], eos_id)
+    assert len(stream) == len(ids) + n_docs
+    body = max_len - 2
+    n = math.ceil(len(stream) / body)
+    out = np.full((n, max_len), pad_id, dtype=np.int64)
+    mask = np.zeros((n, max_len), dtype=np.int64)
+    for i in range(n):
+        piece = stream[i * body:(i + 1) * body]
+        out[i, 0] = bos_id
+        out[i, 1:1 + len(piece)] = piece
+        out[i, 1 + len(piece)] = eos_id
+        mask[i, :2 + len(piece)] = 1
+    t = torch.from_numpy
+    return {"input_ids": t(out), "attention_mask": t(mask)}
+
+
+def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed):
+    """BERT's sentence pairs: [CLS] A [SEP] B [SEP] with segment ids 0 for A and 1 for B. For each
+    window of a document, A is its first part (cut at a random point); B is the rest (label 0, IsNext)
+    or, with probability 1/2, a span of another random document (label 1, NotNext). Drawn once,
+    with a seeded generator (BERT's create_pretraining_data does the same; masks stay dynamic)."""
+    rng = np.random.default_rng(seed)
+    n_docs = len(offsets) - 1
+    if n_docs < 2:
+        raise ValueError("next-sentence prediction needs at least 2 documents")
+    room = max_len - 3
+    if room < 2:
+        raise ValueError(f"max_len must be >= 5 for sentence pairs, got {max_len}")
+    docs = [ids[offsets[i]:offsets[i + 1]].astype(np.int64) for i in range(n_docs)]
+    rows, segs, masks, labels = [], [], [], []
+    for d, doc in enumerate(docs):
+        for start in range(0, max(len(doc) - 1, 1), room):
+            window = doc[start:start + room]
+            if len(window) < 2:
+                continue
+            cut = int(rng.integers(1, len(window)))
+            a, b = window[:cut], window[cut:]
+            label = 0
+            if rng.random() < 0.5:
+                other = int(rng.integers(0, n_docs - 1))
+                other += other >= d  # any document but this one
+                o = docs[other]
+                s = int(rng.integers(0, max(len(o) - len(b), 0) + 1))
+                b = o[s:s + max(len(b), 1)]
+                label = 1
+            tokens = np.concatenate([[cls_id], a, [sep_id], b, [sep_id]])[:max_len]
+            seg = np.concatenate([np.zeros(len(a) + 2, dtype=np.int64), np.ones(len(b) + 1, dtype=np.int64)])[:max_len]
+            row = np.full(max_len, pad_id, dtype=np.int64)
+            row[:len(tokens)] = tokens
+            srow = np.zeros(max_len, dtype=np.int64)
+            srow[:len(seg)] = seg
+            m = np.zeros(max_len, dtype=np.int64)
+            m[:len(tokens)] = 1
+            rows.append(row), segs.append(srow), masks.append(m), labels.append(label)
+    if not rows:
+        raise ValueError("corpus too small: no document has 2 or more tokens for a sentence pair")
+    t = lambda x: torch.from_numpy(np.stack(x))  # noqa: E731
+    return {"input_ids": t(rows), "token_type_ids": t(segs), "attention_mask": t(masks),
+            "next_sentence_label": torch.tensor(labels)}
+
+
+def build_datasets(s, tok, train_path, valid_path=None, cache_dir=None):
+    """(train, valid) dicts of tensors from text files, tokenized with `tok` and packed per settings."""
+    docs = read_documents(train_path, s.doc_format)
+    if valid_path:
+        vdocs = read_documents(valid_path, s.doc_format)
+    else:
+        # Hold out a fixed slice: the last valid_fraction of the documents (at least one).
+        if len(docs) < 2:
+            raise ValueError(f"corpus {train_path} has {len(docs)} document(s); need >= 2 to hold one "
+                             f"out for evaluation (or pass --valid_corpus)")
+        k = max(1, int(round(len(docs) * s.valid_fraction)))
+        docs, vdocs = docs[:-k], docs[-k:]
+    key = fingerprint(tok)
+    out = []
+    for part, ds in (("train", docs), ("valid", vdocs)):
+        ids, offsets = tokenize_documents(ds, tok, cache_dir, key)
+        if len(ids) == 0:
+            raise ValueError(f"the {part} text produced no tokens")
+        if s.packing == "full":
+            data = pack_full_sentences(ids, offsets, s.max_len, tok.bos_id, tok.eos_id, tok.pad_id)
+        elif s.packing == "nsp":
+            data = pack_sentence_pairs(ids, offsets, s.max_len, tok.cls_id, tok.sep_id, tok.pad_id, s.seed)
+        else:
+            raise ValueError(f"packing must be 'full' or 'nsp', got {s.packing!r}")
+        out.append(data)
+    return out[0], out[1]
+
+
+def batch_indices(n, step, global_batch, seed):
+    """Row indices of the global batch of `step`: walk through a fixed random permutation of the n rows,
+    a new permutation each epoch. A pure function of the step: this *is* the data position."""
+    first = step * global_batch
+    idx = []
+    for i in range(first, first + global_batch):
+        epoch, pos = divmod(i, n)
+        idx.append(_permutation(n, seed, epoch)[pos])
+    return torch.stack(idx)
+
+
+_PERMS = {}
+
+
+def _permutation(n, seed, epoch):
+    key = (n, seed, epoch)
+    if key not in _PERMS:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        _PERMS.clear()
+        _PERMS[key] = torch.randperm(n, generator=g)
+    return _PERMS[key]
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. Masking
+# ----------------------------------------------------------------------------------------------------
+def mask_tokens(input_ids, *, mask_id, vocab_size, special_ids, mlm_probability=0.15, generator=None,
+                word_starts=None):
+    """BERT's masking, vectorised and pure: returns (inputs, labels), input_ids is not modified.
+
+    Each position that is not a special token (padding must be among special_ids) is chosen with
+    probability mlm_probability. labels = the original id at chosen positions, -100 elsewhere (the value
+    cross_entropy ignores). Of the chosen positions:
+      80% -> mask_id, 10% -> a random non-special token, 10% -> unchanged.
+    subtle: why not always [MASK]? The model never sees [MASK] at fine-tuning time; keeping or
+    corrupting some chosen tokens forces it to build a good representation of *every* input token
+    (Devlin et al. 2018, section 3.1 and appendix C.2).
+
+    word_starts: optional bool tensor (vocab_size,), True where a token begins a word. Given, whole words
+    are chosen together (the choice is drawn at the word's first piece and shared by its continuations);
+    the 80/10/10 replacement is still drawn per token, as in BERT's whole-word release.
+    """
+    if not 0.0 <= mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
+    ids = input_ids
+    special = torch.zeros(vocab_size, dtype=torch.bool, device=ids.device)
+    special[torch.as_tensor(list(special_ids), dtype=torch.long, device=ids.device)] = True
+    candidate = ~special[ids]  # (B, T)
+    r = torch.rand(ids.shape, generator=generator, device=ids.device)
+    if word_starts is not None:
+        # A position starts a word if its token starts a word, is special, or follows a special token
+        # (a stray continuation piece right after <s> has no word to belong to).
+        start = word_starts.to(ids.device)[ids] | ~candidate
+        start[:, 1:] |= ~candidate[:, :-1]
+        start[:, 0] = True
+        pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        first = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values  # (B, T)
+        r = torch.gather(r, 1, first)  # every piece uses its word's draw
+    chosen = candidate & (r < mlm_probability)
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    action = torch.rand(ids.shape, generator=generator, device=ids.device)
+    allowed = torch.nonzero(~special).squeeze(1)  # the non-special ids a random replacement may use
+    random_ids = allowed[torch.randint(len(allowed), ids.shape, generator=generator, device=ids.device)]
+    inputs = torch.where(chosen & (action < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+def word_start_flags(tok):
+    """Bool tensor (V,) for whole-word masking, from the tokenizer."""
+    return torch.tensor([bool(tok.is_word_start(i)) for i in range(len(tok))])
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. The training loop
+# ----------------------------------------------------------------------------------------------------
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class CheckpointMismatchError(ValueError):
+    pass
+
+
+def distributed():
+    """(rank, world_size), initialising the process group under torchrun (RANK/WORLD_SIZE set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def lr_at(step, total, warmup_steps):
+    """Linear warm-up to 1 over warmup_steps, then linear decay to 0 at `total` (a multiplier)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total - step) / max(1, total - warmup_steps))
+
+
+def default_groups(model, weight_decay):
+    """AdamW groups of the trainable parameters: no weight decay on biases and LayerNorm."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in n.lower() or n.endswith("bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+
+
+def save_atomic(obj, path):
+    """torch.save to a temp file in the same directory, then rename: a reader (or a rerun after a
+    crash mid-write) sees either the old complete file or the new complete file, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def config_differences(saved, current):
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {current.get(k, '<absent>')!r}"
+            for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
+
+
+@torch.no_grad()
+def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, device, mlm_probability=0.15,
+             max_batches=0, seed=0, word_starts=None, autocast=contextlib.nullcontext):
+    """Held-out masked-LM loss (mean over masked tokens), perplexity and masked-token accuracy.
+    The masks come from a fixed seed, so every evaluation (and every model) sees the same task."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed + 97)
+    n = len(data["input_ids"])
+    total_loss, total_right, total_n = 0.0, 0, 0
+    for b, start in enumerate(range(0, n, batch_size)):
+        if max_batches and b >= max_batches:
+            break
+        batch = {k: v[start:start + batch_size] for k, v in data.items()}
+        inputs, labels = mask_tokens(batch["input_ids"], mask_id=mask_id, vocab_size=vocab_size,
+                                     special_ids=special_ids, mlm_probability=mlm_probability,
+                                     generator=g, word_starts=word_starts)
+        if not (labels != -100).any():
+            continue
+        batch = {**batch, "input_ids": inputs, "labels": labels}
+        batch.pop("next_sentence_label", None)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast():
+            out = model(**batch)
+        logits = out.logits.float()
+        target = batch["labels"]
+        if logits.dim() == 3:  # full logits: keep the labelled positions
+            logits = logits[target != -100]
+        target = target[target != -100]
+        total_loss += F.cross_entropy(logits, target, reduction="sum").item()
+        total_right += (logits.argmax(-1) == target).sum().item()
+        total_n += target.numel()
+    model.train(was_training)
+    if total_n == 0:
+        raise ValueError("the held-out data has no maskable tokens")
+    loss = total_loss / total_n
+    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n}
+
+
+def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, groups=None,
+               run_config=None, desc="train"):
+    """Train `model` for `steps` optimizer steps. Any module works whose forward(**batch) returns an
+    object with `.loss` (and `.logits` for evaluation): batch = input_ids, attention_mask, labels (+
+    token_type_ids, next_sentence_label when the data has them).
+
+    out_dir gets: ckpt.pt (atomic), log.jsonl, final.pt (the weights when done). If out_dir already holds
+    a checkpoint of the same run_config, training resumes from it; if it holds final.pt, nothing runs.
+    tok_info: dict(mask_id, vocab_size, special_ids, word_starts or None).
+    groups: optimizer parameter groups (default: trainable params, no decay on biases/LayerNorm); each
+    may carry "lr_scale". Returns the list of evaluation results.
+    """
+    out_dir = Path(out_dir)
+    rank, world = distributed()
+    device = pick_device(s.device)
+    model.to(device)
+    master = rank == 0
+    ckpt_path, final_path, log_path = out_dir / "ckpt.pt", out_dir / "final.pt", out_dir / "log.jsonl"
+    run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
+                      world=world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
+                      max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
+                      whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing)
+    if final_path.exists():
+        state = torch.load(final_path, map_location="cpu", weights_only=True)
+        diffs = config_differences(state["config"], run_config)
+        if diffs:
+            raise CheckpointMismatchError(f"{final_path} was made by another configuration:\n  "
+                                          + "\n  ".join(diffs) + f"\n(delete {out_dir} to start over)")
+        model.load_state_dict(state["model"])
+        return state.get("evals", [])
+
+    groups = groups if groups is not None else default_groups(model, s.weight_decay)
+    opt_groups = [{k: v for k, v in g.items() if k != "names"} for g in groups if g["params"]]
+    if not opt_groups:
+        raise ValueError("no trainable parameters")
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(opt_groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
+
+    step, evals = 0, []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        diffs = config_differences(state["config"], run_config)
+        if diffs:
+            raise CheckpointMismatchError(f"{ckpt_path} was made by another configuration:\n  "
+                                          + "\n  ".join(diffs) + f"\n(delete {out_dir} to start over)")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, evals = state["step"], state["evals"]
+        torch.set_rng_state(state["rng_torch"])
+        random.setstate(_to_py_state(state["rng_python"]))
+        if torch.cuda.is_available() and "rng_cuda" in state:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if master:
+            print(f"resuming {desc} from {ckpt_path} at step {step}")
+            _truncate_log(log_path, step)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if s.compile:
+        net = torch.compile(net)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" \
+        else contextlib.nullcontext
+
+    n_rows = len(train_data["input_ids"])
+    micro, accum = s.batch_size, s.grad_accum
+    global_batch = micro * accum * world
+    warmup_steps = max(1, int(s.warmup * steps))
+    special_ids, word_starts = tok_info["special_ids"], tok_info.get("word_starts")
+
+    def checkpoint(path, done=False):
+        state = {"model": model.state_dict(), "step": step, "config": run_config, "evals": evals}
+        if not done:
+            state.update(optimizer=optimizer.state_dict(), rng_torch=torch.get_rng_state(),
+                         rng_python=list(_flatten_py_state(random.getstate())))
+            if torch.cuda.is_available():
+                state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        save_atomic(state, path)
+
+    def run_eval():
+        r = evaluate(model, valid_data, mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
+                     special_ids=special_ids, batch_size=micro, device=device,
+                     mlm_probability=s.mlm_probability, max_batches=s.eval_batches, seed=s.seed,
+                     word_starts=word_starts, autocast=autocast)
+        r["step"] = step
+        evals.append(r)
+        if master:
+            _log(log_path, {"step": step, "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"]})
+        return r
+
+    model.train()
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not master, dynamic_ncols=True, leave=True)
+    t_last, tokens_since = time.time(), 0
+    last_ckpt = step if ckpt_path.exists() else None
+    while step < steps:
+        # --- the global batch of this step, masked with a generator seeded by (seed, step)
+        idx = batch_indices(n_rows, step, global_batch, s.seed)
+        batch = {k: v[idx] for k, v in train_data.items()}
+        g = torch.Generator().manual_seed(s.seed * 7919 + step)
+        inputs, labels = mask_tokens(batch["input_ids"], mask_id=tok_info["mask_id"],
+                                     vocab_size=tok_info["vocab_size"], special_ids=special_ids,
+                                     mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts)
+        batch["input_ids"], batch["labels"] = inputs, labels
+        n_total = int((labels != -100).sum())  # masked tokens in the whole global batch
+        lr_mult = lr_at(step, steps, warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = s.lr * lr_mult * group.get("lr_scale", 1.0)
+
+        loss_sum = torch.zeros((), device=device)
+        for j in range(accum):
+            # This process's rows of micro-batch j.
+            lo = (j * world + rank) * micro
+            mb = {k: v[lo:lo + micro].to(device, non_blocking=True) for k, v in batch.items()}
+            n_mb = int((mb["labels"] != -100).sum())
+            sync = contextlib.nullcontext() if (world == 1 or j == accum - 1) else net.no_sync()
+            with sync:
+                with autocast():
+                    out = net(**mb)
+                # subtle: gradient accumulation. out.loss is the MEAN over this micro-batch's masked
+                # tokens, but micro-batches hold different numbers of masked tokens. Weighting each by
+                # n_mb / n_total makes the accumulated gradient the gradient of the mean over ALL
+                # masked tokens of the global batch, exactly as if it had been one big batch. DDP then
+                # AVERAGES gradients over the `world` processes, so we multiply by world to undo that.
+                # (The naive `loss / accum` is only right when every micro-batch has equal counts.)
+                loss = out.loss * (n_mb * world / max(n_total, 1)) if n_mb else out.logits.sum() * 0.0
+                loss.backward()
+            loss_sum += out.loss.detach().float() * n_mb if n_mb else 0.0
+        if world > 1:
+            import torch.distributed as dist
+            dist.all_reduce(loss_sum)
+        step_loss = loss_sum.item() / max(n_total, 1)
+        if not math.isfinite(step_loss):
+            bar.close()
+            where = f"the last good checkpoint (step {last_ckpt}) is in {ckpt_path}" if last_ckpt is not None \
+                else "no checkpoint was written yet"
+            raise NonFiniteLossError(f"loss is {step_loss} at step {step + 1} ({desc}); stopping; {where}")
+        if s.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_since += int(batch["attention_mask"].sum())
+
+        if master and (step % s.log_every == 0 or step == steps):
+            dt = max(time.time() - t_last, 1e-9)
+            tps = tokens_since / dt
+            _log(log_path, {"step": step, "loss": step_loss, "lr": s.lr * lr_mult, "tokens_per_s": round(tps)})
+            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}")
+            t_last, tokens_since = time.time(), 0
+        bar.update(1)
+        if s.eval_every and step % s.eval_every == 0 and step != steps:
+            r = run_eval()
+            bar.set_postfix(loss=f"{step_loss:.3f}", eval=f"{r['loss']:.3f}")
+        if master and s.ckpt_every and step % s.ckpt_every == 0 and step != steps:
+            checkpoint(ckpt_path)
+            last_ckpt = step
+        if world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+    bar.close()
+    r = run_eval()
+    if master:
+        print(f"{desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
+              f"masked-token accuracy {r['acc']:.1%} after {steps} steps")
+        checkpoint(final_path, done=True)
+        if ckpt_path.exists():
+            ckpt_path.unlink()
+    return evals
+
+
+def _flatten_py_state(st):
+    # random.getstate() -> (version, tuple of 625 ints, gauss_next); stored as a flat list of ints.
+    return [st[0], *st[1], -1 if st[2] is None else st[2]]
+
+
+def _to_py_state(flat):
+    flat = list(flat)
+    return (flat[0], tuple(flat[1:-1]), None if flat[-1] == -1 else flat[-1])
+
+
+def _log(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def _truncate_log(path, step):
+    """On resume, drop log lines written after the checkpoint (they will be written again)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Tasks: MLM pretraining and XPT post-training
+# ----------------------------------------------------------------------------------------------------
+def tokenizer_info(tok, s):
+    return {"mask_id": tok.mask_id, "vocab_size": len(tok), "special_ids": list(tok.special_ids),
+            "word_starts": word_start_flags(tok) if s.whole_word else None}
+
+
+def get_tokenizer(s, corpus, out_dir, name="tokenizer", kind=None, vocab_size=None):
+    """Load s.tokenizer_dir, or the one cached in out_dir/name, or train one on `corpus`."""
+    if s.tokenizer_dir:
+        return tokenizers_mod.load_tokenizer(s.tokenizer_dir)
+    kind = kind or s.tokenizer
+    vocab_size = vocab_size or s.vocab_size
+    d = Path(out_dir) / name
+    meta = {"corpus_sha": _file_sha(corpus), "kind": kind, "vocab_size": vocab_size}
+    if (d / "meta.json").exists() and json.loads((d / "meta.json").read_text()) == meta:
+        return tokenizers_mod.load_tokenizer(d)
+    docs = read_documents(corpus, s.doc_format)
+    print(f"training a {kind} tokenizer ({vocab_size} tokens) on {corpus} ...")
+    if kind == "bpe":
+        tok = tokenizers_mod.BPETokenizer.train(docs, vocab_size)
+    elif kind == "wordpiece":
+        # subtle: no lowercasing/accent stripping: NFD would split every Hangul syllable into jamo.
+        tok = tokenizers_mod.WordPieceTokenizer.train(docs, vocab_size, lowercase=False)
+    else:
+        raise ValueError(f"tokenizer must be 'bpe' or 'wordpiece', got {kind!r}")
+    d.mkdir(parents=True, exist_ok=True)
+    tok.save(d)
+    (d / "meta.json").write_text(json.dumps(meta))
+    return tok
+
+
+def _file_sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def fresh_config(s, tok):
+    """A BertConfig for a model trained from scratch: RoBERTa flavour for byte-level BPE (no segments,
+    positions offset by the pad id), BERT flavour for WordPiece."""
+    roberta = tok.kind == "bpe"
+    return bert.BertConfig(
+        vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
+        num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
+        hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
+        max_position_embeddings=s.max_len + (tok.pad_id + 1 if roberta else 0),
+        type_vocab_size=1 if roberta else 2, pad_token_id=tok.pad_id,
+        model_type="roberta" if roberta else "bert", layer_norm_eps=1e-5 if roberta else 1e-12)
+
+
+def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm"):
+    """Pretrain a masked LM from scratch on a text file; returns (model, tokenizer, evals)."""
+    out_dir = Path(out_dir or s.out_dir)
+    corpus = corpus or s.corpus
+    if not corpus:
+        raise ValueError("--task=mlm needs --corpus=FILE")
+    valid_corpus = valid_corpus if valid_corpus is not None else s.valid_corpus
+    tok = tok or get_tokenizer(s, corpus, out_dir)
+    train_data, valid_data = build_datasets(s, tok, corpus, valid_corpus, out_dir / "cache")
+    cfg = fresh_config(s, tok)
+    torch.manual_seed(s.seed)
+    model = (bert.BertForPreTraining if s.packing == "nsp" else bert.BertForMaskedLM)(cfg)
+    print(f"{desc}: {_nparams(model):,} parameters, {len(train_data['input_ids']):,} training sequences "
+          f"of {s.max_len} tokens, {len(valid_data['input_ids']):,} held out")
+    evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
+                       tok_info=tokenizer_info(tok, s), s=s, run_config={"model": cfg.to_dict(), "data": data_sha(train_data, valid_data)},
+                       desc=desc)
+    if int(os.environ.get("RANK", "0")) == 0:
+        model.save_pretrained(out_dir / "model")
+        tok.save(out_dir / "model")
+    return model, tok, evals
+
+
+def data_sha(*datasets):
+    """A short hash of packed datasets: part of a run's identity, so a cache is never reused for
+    other data."""
+    h = hashlib.sha256()
+    for d in datasets:
+        for k in sorted(d):
+            h.update(k.encode() + d[k].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _nparams(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, source_tok=None):
+    """XPT (xpt.py) from a source checkpoint through both phases with the same training loop.
+    Prints the report first and the held-out loss at the end of each phase. Returns (model, evals)."""
+    method = method or s.method
+    out_dir = Path(out_dir)
+    source = bert.BertForMaskedLM.from_pretrained(source_dir)
+    model = xpt.build_xpt(source, len(tok), method=method, itl_layers=s.itl_layers,
+                          target_pad_token_id=tok.pad_id,
+                          seed=s.seed, source_tokenizer=source_tok, target_tokenizer=tok if source_tok else None)
+    print(xpt.report(model))
+    info = tokenizer_info(tok, s)
+    cfg = {"model": model.config.to_dict(), "method": method, "source": str(source_dir),
+           "source_sha": _file_sha(Path(source_dir) / "model.safetensors")
+           if (Path(source_dir) / "model.safetensors").exists() else "",
+           "data": data_sha(train_data, valid_data), "itl_layers": s.itl_layers,
+           "reused_lr_scale": s.reused_lr_scale}
+    evals = []
+    phases = [(1, s.phase1_steps), (2, s.phase2_steps)]
+    if method in ("scratch", "xpt-one-phase"):
+        phases = [(2, s.phase1_steps + s.phase2_steps)]  # no frozen phase: one run of the same length
+    for phase, steps in phases:
+        if steps <= 0:
+            continue
+        xpt.set_phase(model, phase)
+        groups = xpt.optimizer_groups(model, s.weight_decay, s.reused_lr_scale if phase == 2 else 1.0)
+        n_train = sum(p.numel() for g in groups for p in g["params"])
+        print(f"{method} phase {phase}: {steps} steps, {n_train:,} trainable parameters")
+        ev = train_loop(model, train_data, valid_data, out_dir=out_dir / f"phase{phase}", steps=steps,
+                        tok_info=info, s=s, groups=groups, run_config={**cfg, "phase": phase},
+                        desc=f"{method} phase {phase}")
+        offset = evals[-1]["step"] if evals else 0
+        evals.extend({**e, "step": e["step"] + offset, "phase": phase} for e in ev)
+    if int(os.environ.get("RANK", "0")) == 0:
+        model.save_pretrained(out_dir / "model")
+        tok.save(out_dir / "model")
+    return model, evals
+
+
+def run_xpt_task(s):
+    if not s.source:
+        raise ValueError("--task=xpt needs --source=DIR (an HF-format checkpoint directory)")
+    if not s.corpus:
+        raise ValueError("--task=xpt needs --corpus=FILE (target-language text)")
+    out_dir = Path(s.out_dir)
+    tok = get_tokenizer(s, s.corpus, out_dir)
+    train_data, valid_data = build_datasets(s, tok, s.corpus, s.valid_corpus, out_dir / "cache")
+    return run_xpt(s, s.source, tok, train_data, valid_data, out_dir / s.method)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. The demo: the whole XPT story on the toy corpus
+# ----------------------------------------------------------------------------------------------------
+# Sizes of the demo. "default" is what `python train.py` runs (minutes on a laptop CPU); "tiny" is the
+# smoke test's. Only the fields named here change; everything else comes from Settings.
+PRESETS = {
+    "default": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_len=64,
+                    batch_size=32, lr=5e-4, source_steps=2000, en_vocab=4000, ko_vocab=2000,
+                    phase1_steps=300, phase2_steps=600, eval_every=100, extra_english=True),
+    "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32,
+                 batch_size=8, lr=1e-3, source_steps=30, en_vocab=400, ko_vocab=400,
+                 phase1_steps=10, phase2_steps=20, eval_every=10, extra_english=False, max_docs=150),
+}
+
+
+def english_extra_docs():
+    """More English for the source model, read at run time from the user's own Python installation:
+    the standard library's pydoc_data/topics.py holds ~750 KB of the language reference's prose. Never
+    copied into the repo; returns [] where it is missing."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        return []
+    docs = []
+    for text in topics.values():
+        for para in text.split("\n\n"):
+            para = " ".join(para.split())
+            if len(para) > 40:
+                docs.append(para)
+    return docs
+
+
+def _stage(title, text):
+    print(f"\n=== {title} ===")
+    print(text)
+
+
+def _write_lines(path, docs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(d + "\n" for d in docs)
+    if not path.exists() or path.read_text(encoding="utf-8") != body:
+        path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _retrying(fn, what, directory):
+    """Run a cached stage; if its cache was made from other inputs, say so and redo the stage."""
+    try:
+        return fn()
+    except CheckpointMismatchError as e:
+        print(f"{what}: cached result in {directory} was made from other inputs ({str(e).splitlines()[1].strip()}"
+              f" ...); training again")
+        import shutil
+        shutil.rmtree(directory)
+        return fn()
+
+
+def run_demo(s):
+    p = PRESETS.get(s.preset)
+    if p is None:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {s.preset!r}")
+    stages = ("all", "tokenizers", "source", "xpt", "scratch", "compare")
+    if s.stage not in stages:
+        raise ValueError(f"stage must be one of {stages}, got {s.stage!r}")
+    t0 = time.time()
+    out = Path(s.out_dir) / ("demo" if s.preset == "default" else f"demo-{s.preset}")
+    s = dataclasses.replace(s, **{k: v for k, v in p.items() if k in {f.name for f in fields(s)}})
+    data = HERE / "data"
+    max_docs = p.get("max_docs")
+    en_docs = read_documents(data / "en_train.txt")[:max_docs]
+    if p["extra_english"]:
+        en_docs += english_extra_docs()
+    en_train = _write_lines(out / "corpus" / "en_train.txt", en_docs)
+    en_valid = _write_lines(out / "corpus" / "en_valid.txt", read_documents(data / "en_valid.txt")[:max_docs])
+    ko_train = _write_lines(out / "corpus" / "ko_train.txt", read_documents(data / "ko_train.txt")[:max_docs])
+    ko_valid = _write_lines(out / "corpus" / "ko_valid.txt", read_documents(data / "ko_valid.txt")[:max_docs])
+    want = lambda name: s.stage in ("all", name)  # noqa: E731
+
+    _stage("1. tokenizers",
+           f"Each language gets its own {s.tokenizer} vocabulary, learned from its own text: English "
+           f"{p['en_vocab']} tokens from {en_train.stat().st_size / 1e3:.0f} KB, Korean {p['ko_vocab']} from "
+           f"{ko_train.stat().st_size / 1e3:.0f} KB.\nXPT never shares a vocabulary between the languages: the "
+           f"Korean model gets new word embeddings.")
+    en_tok = get_tokenizer(s, en_train, out, "tokenizer_en", vocab_size=p["en_vocab"])
+    ko_tok = get_tokenizer(s, ko_train, out, "tokenizer_ko", vocab_size=p["ko_vocab"])
+    sample = "오늘은 날씨가 정말 좋아서 공원에 산책하러 갔어요."
+    print(f"Korean sample -> {ko_tok.tokenize(sample)[:12]}")
+    if s.stage == "tokenizers":
+        return
+
+    source_dir = Path(s.source) if s.source else out / "source" / "model"
+    if not s.source and want("source"):
+        _stage("2. the English source model (L_S)",
+               f"A small masked LM ({s.num_layers} layers, hidden {s.hidden_size}) pretrained on English for "
+               f"{p['source_steps']} steps. It stands in for the big English model that XPT starts from\n"
+               f"(pass --source=DIR to start from a real HF checkpoint instead, e.g. MiniLM).")
+        src_s = dataclasses.replace(s, steps=p["source_steps"], tokenizer_dir="")
+        _retrying(lambda: run_mlm(src_s, out / "source", en_train, en_valid, en_tok, desc="English source"),
+                  "source", out / "source")
+    if s.stage == "source":
+        return
+    if not (source_dir / "config.json").exists():
+        raise FileNotFoundError(f"no source model in {source_dir}: run the 'source' stage first")
+
+    train_data, valid_data = build_datasets(s, ko_tok, ko_train, ko_valid, out / "cache")
+    n_target = s.phase1_steps + s.phase2_steps
+    tokens_seen = n_target * s.batch_size * s.max_len
+    results = {}
+    if want("xpt"):
+        _stage("3. XPT: English model -> Korean",
+               f"Keep the English encoder layers, add new Korean word embeddings and an implicit translation\n"
+               f"layer at each end. Phase 1 ({s.phase1_steps} steps) trains only the new parts; phase 2 "
+               f"({s.phase2_steps} steps) trains everything.")
+        _retrying(lambda: run_xpt(s, source_dir, ko_tok, train_data, valid_data, out / "xpt", method="xpt"),
+                  "xpt", out / "xpt")
+    if want("scratch"):
+        _stage("4. the baseline: Korean from scratch",
+               f"The same architecture, randomly initialised, trained on the same Korean data for the same "
+               f"{n_target} steps\n({tokens_seen:,} token slots) and evaluated on the same held-out text "
+               f"with the same masks.")
+        _retrying(lambda: run_xpt(s, source_dir, ko_tok, train_data, valid_data, out / "scratch",
+                                  method="scratch"), "scratch", out / "scratch")
+    if s.stage not in ("all", "compare"):
+        return
+
+    _stage("5. comparison on held-out Korean", "Masked-LM loss (lower is better), perplexity, accuracy.")
+    for arm in ("xpt", "scratch"):
+        log = out / arm
+        evals = _read_evals(log)
+        if not evals:
+            raise FileNotFoundError(f"no results for {arm} in {log}: run its stage first")
+        results[arm] = {"final": evals[-1], "best_loss": min(e["eval_loss"] for e in evals), "curve": evals}
+    rows = [("arm", "loss", "best loss", "perplexity", "accuracy")]
+    for arm, r in results.items():
+        f = r["final"]
+        rows.append((arm, f"{f['eval_loss']:.3f}", f"{r['best_loss']:.3f}", f"{f['eval_ppl']:.1f}",
+                     f"{f['eval_acc']:.1%}"))
+    for r in rows:
+        print("  ".join(c.rjust(11) if i else c.ljust(8) for i, c in enumerate(r)))
+    dx, ds = results["xpt"]["best_loss"], results["scratch"]["best_loss"]
+    better = "XPT beats" if dx < ds else "XPT does NOT beat"
+    print(f"\n{better} scratch on held-out Korean: best loss {dx:.3f} vs {ds:.3f} "
+          f"(perplexity {math.exp(dx):.1f} vs {math.exp(ds):.1f}) with the same {n_target} steps of Korean.")
+    print("The English encoder layers carry over: only the embeddings and the translation layers had to be "
+          "learned\nfrom scratch, so less Korean text buys a better model (the paper's data-efficiency claim).")
+    summary = {"preset": s.preset, "target_steps": n_target, "seconds": round(time.time() - t0, 1),
+               "arms": results}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    print(f"wrote {out / 'results.json'}")
+    _plot(results, out / "learning_curve.png")
+
+
+def _read_evals(arm_dir):
+    """Held-out evaluations of an arm, across its phases, with steps counted from the arm's start."""
+    evals, offset = [], 0
+    for phase_dir in sorted(Path(arm_dir).glob("phase*")):
+        log = phase_dir / "log.jsonl"
+        if not log.exists():
+            continue
+        last = 0
+        for line in log.read_text().splitlines():
+            rec = json.loads(line)
+            if "eval_loss" in rec:
+                evals.append({**rec, "step": rec["step"] + offset, "phase": int(phase_dir.name[5:])})
+            last = max(last, rec["step"])
+        offset += last
+    return evals
+
+
+def _plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(install matplotlib for a learning-curve plot)")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for arm, r in results.items():
+        steps = [e["step"] for e in r["curve"]]
+        axes[0].plot(steps, [e["eval_loss"] for e in r["curve"]], label=arm, marker=".")
+        axes[1].plot(steps, [e["eval_acc"] for e in r["curve"]], label=arm, marker=".")
+    axes[0].set(xlabel="Korean training steps", ylabel="held-out MLM loss")
+    axes[1].set(xlabel="Korean training steps", ylabel="held-out masked-token accuracy")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    s = parse_args(sys.argv[1:] if argv is None else argv)
+    if s.task == "mlm":
+        run_mlm(s)
+    elif s.task == "xpt":
+        run_xpt_task(s)
+    elif s.task == "demo":
+        run_demo(s)
+    else:
+        raise ValueError(f"task must be demo, mlm or xpt, got {s.task!r}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
