@@ -457,7 +457,7 @@ def _normalise_checkpoint_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def load_hf_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], word_embeddings: nn.Embedding) -> tuple[list, list]:
+def load_hf_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[list, list]:
     """Copy an HF-layout state dict into `model`. Returns (fresh, dropped): our parameter names absent
     from the checkpoint (heads / pooler, left freshly initialised) and checkpoint keys of heads our model
     does not have. Any other mismatch raises CheckpointError naming all problems at once."""
@@ -538,9 +538,6 @@ class _Pretrained(nn.Module):
         """Number of distinct parameters (a shared ALBERT layer counts once; the tied decoder is free)."""
         return sum(p.numel() for p in self.parameters())
 
-    def _encoder(self) -> "BertModel":
-        return self if isinstance(self, BertModel) else self.bert
-
     @classmethod
     def from_pretrained(cls, directory, **overrides):
         """Load `directory/config.json` and `model.safetensors` (or `pytorch_model.bin`). `overrides`
@@ -558,7 +555,7 @@ class _Pretrained(nn.Module):
         else:
             raise FileNotFoundError(f"{directory}: neither model.safetensors nor pytorch_model.bin")
         model = cls(config)
-        fresh, dropped = load_hf_state_dict(model, sd, model._encoder().embeddings.word_embeddings)
+        fresh, dropped = load_hf_state_dict(model, sd)
         model.fresh_parameters = fresh
         if fresh or dropped:
             msg = f"{cls.__name__}.from_pretrained({str(directory)!r}):"

@@ -4,15 +4,12 @@ readable ones, and clear errors for bad inputs and bad checkpoints.
 
 Odd sizes (vocab 99, hidden 36, 3 heads, intermediate 37, batch 3, length 7) make a wrong transpose or
 a swapped axis fail instead of passing by symmetry."""
-import copy
 import json
-import math
 import warnings
 
 import pytest
 import torch
 
-import bert
 from bert import (BertConfig, BertEmbeddings, BertForMaskedLM, BertForPreTraining,
                   BertForSequenceClassification, BertLayer, BertModel, CheckpointError,
                   make_attention_mask, read_safetensors, write_safetensors)
@@ -133,6 +130,8 @@ def test_pretraining_matches_hf(hf_dirs):
     ("bert_mlm", BertForMaskedLM, "BertForMaskedLM", 0),
     ("roberta_mlm", BertForMaskedLM, "RobertaForMaskedLM", 1),
     ("bert_pretrain", BertForPreTraining, "BertForPreTraining", 0),
+    ("bert_model", BertModel, "BertModel", 0),
+    ("roberta_model", BertModel, "RobertaModel", 1),
 ])
 def test_ours_saved_hf_loads(hf_dirs, tmp_path, name, cls, hf_cls_name, pad):
     transformers = pytest.importorskip("transformers")
@@ -150,8 +149,12 @@ def test_ours_saved_hf_loads(hf_dirs, tmp_path, name, cls, hf_cls_name, pad):
         types = torch.zeros_like(types)
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
-        ref = ref.logits if hasattr(ref, "logits") else ref.prediction_logits
-        got = ours(ids, attention_mask=mask, token_type_ids=types).logits
+        got = ours(ids, attention_mask=mask, token_type_ids=types)
+        if cls is BertModel:
+            ref = ref.last_hidden_state
+        else:
+            ref = ref.logits if hasattr(ref, "logits") else ref.prediction_logits
+            got = got.logits
     assert_close_real(got, ref, mask, 1e-5)
     # and we read our own file back exactly
     again = cls.from_pretrained(tmp_path)
