@@ -380,7 +380,9 @@ class BPETokenizer(_Vocab):
         return [self._token_to_id[t] for t in self.bpe(chunk)]
 
     def encode(self, text):
-        """Ids of `text` (no special tokens added). Each distinct chunk is BPE'd once, then cached."""
+        """Ids of `text` (no special tokens added). Each distinct chunk is BPE'd once, then cached.
+        Any str that can be UTF-8 encoded works; a lone surrogate (not valid Unicode text) raises
+        UnicodeEncodeError."""
         ids = []
         for chunk in self._split.findall(text):
             ids.extend(self._cached(self._cache, chunk, self._chunk_ids))
@@ -460,13 +462,22 @@ def _read_vocab_json(path):
     seen = {}
     for token, i in vocab.items():
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(vocab):
-            line = text.count("\n", 0, max(text.find(json.dumps(token)[1:-1]), 0)) + 1
+            line = _line_of_key(text, token)
             raise ValueError(f"{path}:{line}: id {i!r} of token {token!r} is not an integer in "
                              f"0..{len(vocab) - 1}")
         if i in seen:
             raise ValueError(f"{path}: tokens {seen[i]!r} and {token!r} share the id {i}")
         seen[i] = token
     return vocab
+
+
+def _line_of_key(text, key):
+    """1-based line of `"key":` in a JSON text (written with or without \\u escapes), else 1."""
+    for quoted in (json.dumps(key, ensure_ascii=False), json.dumps(key)):
+        found = regex.search(regex.escape(quoted) + r"\s*:", text)
+        if found:
+            return text.count("\n", 0, found.start()) + 1
+    return 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,6 +527,8 @@ class WordPieceTokenizer(_Vocab):
     MAX_WORD_CHARS = 100        # longer words become [UNK] (BERT's max_input_chars_per_word)
 
     def __init__(self, vocab, lowercase=True, strip_accents=None):
+        if isinstance(vocab, dict):  # {token: id} also accepted
+            vocab = sorted(vocab, key=vocab.get)
         self._init_vocab(vocab, self.SPECIAL_TOKENS)
         self.lowercase = lowercase
         self.strip_accents = lowercase if strip_accents is None else strip_accents
@@ -684,10 +697,18 @@ def load_tokenizer(directory):
 
 
 if __name__ == "__main__":
+    # A toy corpus; real vocabularies come from megabytes of text (see bench/bench_tokenizer.py).
     corpus = ["the cat sat on the mat", "the dog sat on the log", "cats and dogs"] * 20
-    bpe = BPETokenizer.train(corpus, vocab_size=280)
+    bpe = BPETokenizer.train(corpus, vocab_size=280)  # 5 specials + 256 bytes + 19 merges
     ids = bpe.encode("the cats sat")
-    print("bpe:", len(bpe), bpe.tokenize("the cats sat"), ids, repr(bpe.decode(ids)))
+    print("BPE:      ", bpe.tokenize("the cats sat"), ids, repr(bpe.decode(ids)))
+    odd = "naïve 🍕 한국어\x00"  # never seen in training: falls back to bytes, still round-trips
+    print("BPE round trip:", bpe.decode(bpe.encode(odd)) == odd, len(bpe.encode(odd)), "tokens")
     wp = WordPieceTokenizer.train(corpus, vocab_size=40, lowercase=True)
-    ids = wp.encode("The cats sat on a log!")
-    print("wordpiece:", len(wp), wp.tokenize("The cats sat on a log!"), ids, repr(wp.decode(ids)))
+    ids = wp.encode("The cats sat on a log!")  # '!' never occurs in the corpus: [UNK]
+    print("WordPiece:", wp.tokenize("The cats sat on a log!"), ids, repr(wp.decode(ids)))
+
+# Expected output:
+# BPE:       ['the', 'Ġcat', 's', 'Ġsat'] [263, 276, 87, 272] 'the cats sat'
+# BPE round trip: True 22 tokens
+# WordPiece: ['the', 'cats', 'sat', 'on', 'a', 'log', '[UNK]'] [24, 33, 29, 28, 5, 31, 1] 'the cats sat on a log [UNK]'

@@ -302,8 +302,12 @@ def test_cached_encode_equals_uncached(small_bpe):
 
 
 def test_progress_bar_optional(capsys):
-    tok = BPETokenizer.train(["hello hello world"], vocab_size=270, progress=True)
+    BPETokenizer.train(["hello hello world"], vocab_size=270)
+    assert capsys.readouterr().err == ""  # silent by default
+    tok = BPETokenizer.train(["hello hello world"], vocab_size=270, progress=True)  # tqdm or not
     assert len(tok) <= 270
+    pytest.importorskip("tqdm")
+    assert "merges" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- bad input
@@ -368,3 +372,13 @@ def test_decode_out_of_range(small_bpe):
         with pytest.raises(ValueError):
             tok.id_to_token(n)
         assert tok.token_to_id("no such token") is None
+
+
+def test_demo_output_matches_its_comment(capsys):
+    """`python tokenizer.py` prints what the comment at the bottom of the file says it prints."""
+    import runpy
+    runpy.run_path(T.__file__, run_name="__main__")
+    printed = capsys.readouterr().out.splitlines()
+    source = open(T.__file__, encoding="utf-8").read()
+    expected = [line[2:] for line in source.split("# Expected output:\n")[1].splitlines()]
+    assert printed == expected
