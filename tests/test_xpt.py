@@ -1,9 +1,13 @@
 """xpt.py: what is copied, what trains when, and that freezing really freezes."""
+from pathlib import Path
+
 import pytest
 import torch
 
 import xpt
 from bert import BertConfig, BertForMaskedLM
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Odd sizes so that a wrong reshape or a swapped dimension fails loudly.
 CFG = dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
@@ -193,3 +197,35 @@ def test_copy_shared_embeddings_across_tokenizer_kinds(source):
     assert torch.equal(w[5], sw[5]) and torch.equal(w[6], sw[6]) and torch.equal(w[8], sw[7])
     assert not torch.equal(w[9], sw[9])
     assert "9 embeddings copied" in xpt.report(m)
+
+
+def test_post_training_from_minilm_on_korean_lines(minilm_dir, tmp_path):
+    """The real thing, in miniature: the MiniLM checkpoint (encoder only, no MLM head) post-trained on a
+    few Korean lines through both phases with train.py's loop."""
+    import warnings
+
+    import train
+    from tokenizer import BPETokenizer
+
+    lines = (ROOT / "data" / "ko_train.txt").read_text(encoding="utf-8").splitlines()[:40]
+    (tmp_path / "ko.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tok = BPETokenizer.train(lines, 500)
+    s = train.parse_args(["--max_len=24", "--batch_size=3", "--phase1_steps=2", "--phase2_steps=2",
+                          "--eval_every=0", "--ckpt_every=0", "--eval_batches=2", "--lr=1e-3"])
+    tr, va = train.build_datasets(s, tok, tmp_path / "ko.txt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "freshly initialised: head..." is expected here
+        source = BertForMaskedLM.from_pretrained(minilm_dir)
+        model, evals = train.run_xpt(s, minilm_dir, tok, tr, va, tmp_path / "xpt")
+    assert model.config.num_hidden_layers == 6 + 2 and model.config.vocab_size == len(tok)
+    assert [e["phase"] for e in evals] == [1, 2] and all(e["loss"] == e["loss"] for e in evals)
+    # phase 1 left the reused MiniLM layers alone; the saved phase-1 weights prove it
+    p1 = torch.load(tmp_path / "xpt" / "phase1" / "final.pt", weights_only=True)["model"]
+    src = source.state_dict()
+    for k, v in src.items():
+        if k.startswith("bert.layers."):
+            i = int(k.split(".")[2])
+            assert torch.equal(p1[k.replace(f"layers.{i}.", f"layers.{i + 1}.", 1)], v), k
+    # and phase 2 moved them
+    assert not torch.equal(model.bert.layers[1].query.weight, source.bert.layers[0].query.weight)
+    assert (tmp_path / "xpt" / "model" / "model.safetensors").exists()
