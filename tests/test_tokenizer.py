@@ -340,6 +340,9 @@ def test_malformed_files_name_file_and_line(tmp_path, small_bpe):
     vocab_json.write_text('{"a": 0,\n "b": "one"}', encoding="utf-8")
     with pytest.raises(ValueError, match=r"vocab\.json:2: id 'one' of token 'b'"):
         BPETokenizer.load(tmp_path)
+    vocab_json.write_text('{"a": 0,\n"b": 1,\n"a": 2}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"vocab\.json:1: token 'a' appears twice"):
+        BPETokenizer.load(tmp_path)
     vocab_json.write_text('{"a": 0, "b": 0}', encoding="utf-8")
     with pytest.raises(ValueError, match=r"vocab\.json: tokens 'a' and 'b' share the id 0"):
         BPETokenizer.load(tmp_path)
@@ -382,3 +385,13 @@ def test_demo_output_matches_its_comment(capsys):
     source = open(T.__file__, encoding="utf-8").read()
     expected = [line[2:] for line in source.split("# Expected output:\n")[1].splitlines()]
     assert printed == expected
+
+
+def test_train_accepts_any_iterable():
+    lines = synthetic_corpus(50, seed=11)
+    a = BPETokenizer.train(lines, 300)
+    b = BPETokenizer.train((line for line in lines), 300)
+    assert a.merges == b.merges
+    c = WordPieceTokenizer.train(lines, 200)
+    d = WordPieceTokenizer.train(iter(lines), 200)
+    assert [c.id_to_token(i) for i in range(len(c))] == [d.id_to_token(i) for i in range(len(d))]
