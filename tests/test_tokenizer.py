@@ -299,6 +299,10 @@ def test_cached_encode_equals_uncached(small_bpe):
         readable = [small_bpe.token_to_id(t) for c in T.regex.findall(T.GPT2_SPLIT, text)
                     for t in small_bpe.bpe(c)]
         assert ids == readable == small_bpe.encode(text)
+    wp = WordPieceTokenizer.train(synthetic_corpus(100), vocab_size=300, lowercase=True)
+    for text, ids in zip(texts, wp.encode_batch(texts)):
+        readable = [wp.token_to_id(t) for w in wp.pre_tokenize(text) for t in wp.wordpiece(w)]
+        assert ids == readable == wp.encode(text)
 
 
 def test_progress_bar_optional(capsys):
