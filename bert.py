@@ -28,6 +28,8 @@ Differs from the reference (HF `transformers`):
   - With labels, the MLM head runs only at labelled positions (~15% of tokens), so `logits` is (N, V)
     for the N labelled positions, not (B, T, V). The loss is the same number; it is much cheaper.
   - A batch where no position is labelled gives an MLM loss of 0 (HF gives NaN).
+  - Every forward checks its inputs (length, id range, mask shape) and raises ValueError; reading the
+    ids' min/max is a host-device sync on a GPU, the price of a clear error instead of a device assert.
   - No decoder-only features (causal masks, cross-attention, KV cache), no relative position embeddings,
     no head masks, no output of attentions or intermediate hidden states.
   - `BertForSequenceClassification` uses BERT's head (pooler + linear) for RoBERTa too; HF's RoBERTa
