@@ -1,0 +1,76 @@
+"""The demo (`python train.py`) end to end with the tiny preset, from a fresh clone, as a new user runs it."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_states_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    assert "pip install -r requirements.txt && python train.py" in text
+    assert "pip install -r requirements-dev.txt && python -m pytest -q" in text
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pytest -q" in ci and "requirements-dev.txt" in ci
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A fresh clone of the committed repository (what CI and a new user get)."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    dest = tmp_path_factory.mktemp("clone") / "xpt"
+    r = subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], capture_output=True, text=True)
+    if r.returncode != 0 or not (dest / "train.py").exists():
+        pytest.skip(f"could not clone: {r.stderr[-300:]}")
+    return dest
+
+
+def run_demo(cwd, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "train.py", "--preset=tiny", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_tiny_demo_from_a_fresh_clone(clone):
+    t = time.time()
+    r = run_demo(clone)
+    elapsed = time.time() - t
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    out = clone / "out" / "demo-tiny"
+    # every stage left its output
+    for path in ("tokenizer_en/vocab.json", "tokenizer_ko/merges.txt", "source/model/config.json",
+                 "source/model/model.safetensors", "xpt/phase1/final.pt", "xpt/phase2/final.pt",
+                 "xpt/model/model.safetensors", "scratch/model/model.safetensors", "results.json"):
+        assert (out / path).exists(), path
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["arms"]) == {"xpt", "scratch"}
+    for arm in res["arms"].values():
+        f = arm["final"]
+        assert f["step"] == res["target_steps"] and 0 < f["eval_loss"] < 20 and 0 <= f["eval_acc"] <= 1
+    # the stages explain themselves, the report is printed, the comparison is read out
+    for text in ("=== 1. tokenizers", "=== 2. the English source", "=== 3. XPT", "=== 4. the baseline",
+                 "=== 5. comparison", "ITL in", "frozen"):
+        assert text in r.stdout, text
+    assert re.search(r"XPT (beats|does NOT beat) scratch", r.stdout)
+    assert elapsed < 90, f"the tiny demo took {elapsed:.0f} s"
+
+    # a rerun reuses every cached stage: nothing is trained again
+    r2 = run_demo(clone, "--stage=compare")
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "training a" not in r2.stdout and "parameters, " not in r2.stdout
+    assert json.loads((out / "results.json").read_text())["arms"]["xpt"]["final"] == res["arms"]["xpt"]["final"]
+
+
+def test_bad_settings_fail_clearly(clone):
+    r = run_demo(clone, "--stepz=3")
+    assert r.returncode != 0 and "unknown setting 'stepz'" in r.stderr
+    r = run_demo(clone, "--stage=everything")
+    assert r.returncode != 0 and "stage must be one of" in r.stderr
