@@ -275,7 +275,7 @@ def run_arm(p, b, source, src_dir, method, budget, tok, data, ft_data, run_dir):
     r = {"source": source, "method": method, "budget": budget, "best_loss": min(e["loss"] for e in evals),
          "final_loss": evals[-1]["loss"], "accuracy": acc, "seconds": round(time.time() - t0, 1),
          "curve": [{"step": e["step"], "loss": e["loss"]} for e in evals]}
-    print(f"[{source} {method} {budget / 1e6:g} MB] held-out loss {r['best_loss']:.3f}, NSMC-style accuracy "
+    print(f"[{source} {method} {budget / 1e6:g} MB] held-out loss {r['best_loss']:.3f}, fine-tuned accuracy "
           f"{acc:.1%} ({r['seconds']:.0f} s)")
     done.write_text(json.dumps(r, indent=1))
     return r
@@ -348,8 +348,10 @@ def plot(results, sources, budgets, path):
                 row[0].plot(x, [r["best_loss"] for r in rs], marker="o", label=m)
                 row[1].plot(x, [r["accuracy"] for r in rs], marker="o", label=m)
         row[0].set(xscale="log", xlabel="Korean training text (MB)", ylabel="held-out MLM loss", title=src)
-        row[1].set(xscale="log", xlabel="Korean training text (MB)", ylabel="NSMC accuracy", title=src)
+        row[1].set(xscale="log", xlabel="Korean training text (MB)", ylabel="fine-tuned test accuracy", title=src)
         for ax in row:
+            ax.set_xticks([x / 1e6 for x in budgets], [f"{x / 1e6:g}" for x in budgets])
+            ax.minorticks_off()
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()
