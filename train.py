@@ -94,6 +94,8 @@ class Settings:
     phase1_steps: int = 300       # phase 1: only the new parameters train
     phase2_steps: int = 700       # phase 2: everything trains
     reused_lr_scale: float = 1.0  # phase 2 learning-rate multiplier for parameters copied from the source
+    init_shared: bool = False     # copy source vectors of tokens spelled the same in both vocabularies
+    source_steps: int = 1500      # demo: pretraining steps of the English source model
     # --- bookkeeping
     eval_every: int = 100         # evaluate on the held-out slice every N steps (and at the end)
     eval_batches: int = 0         # held-out batches per evaluation; 0 = all of it
@@ -203,8 +205,9 @@ def tokenize_documents(docs, tok, cache_dir=None, key=""):
     ids = np.fromiter((t for c in chunks for t in c), dtype=dtype, count=int(offsets[-1]))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, ids=ids, offsets=offsets)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")  # unique: safe with several writers
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, ids=ids, offsets=offsets)
         os.replace(tmp, path)
     return ids, offsets
 
@@ -278,18 +281,22 @@ def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed):
             "next_sentence_label": torch.tensor(labels)}
 
 
-def build_datasets(s, tok, train_path, valid_path=None, cache_dir=None):
-    """(train, valid) dicts of tensors from text files, tokenized with `tok` and packed per settings."""
+def split_documents(s, train_path, valid_path=None):
+    """(training documents, held-out documents). Without a held-out file, a fixed slice is held out: the
+    last valid_fraction of the documents (at least one)."""
     docs = read_documents(train_path, s.doc_format)
     if valid_path:
-        vdocs = read_documents(valid_path, s.doc_format)
-    else:
-        # Hold out a fixed slice: the last valid_fraction of the documents (at least one).
-        if len(docs) < 2:
-            raise ValueError(f"corpus {train_path} has {len(docs)} document(s); need >= 2 to hold one "
-                             f"out for evaluation (or pass --valid_corpus)")
-        k = max(1, int(round(len(docs) * s.valid_fraction)))
-        docs, vdocs = docs[:-k], docs[-k:]
+        return docs, read_documents(valid_path, s.doc_format)
+    if len(docs) < 2:
+        raise ValueError(f"corpus {train_path} has {len(docs)} document(s); need >= 2 to hold one "
+                         f"out for evaluation (or pass --valid_corpus)")
+    k = max(1, int(round(len(docs) * s.valid_fraction)))
+    return docs[:-k], docs[-k:]
+
+
+def build_datasets(s, tok, train_path, valid_path=None, cache_dir=None):
+    """(train, valid) dicts of tensors from text files, tokenized with `tok` and packed per settings."""
+    docs, vdocs = split_documents(s, train_path, valid_path)
     key = fingerprint(tok)
     out = []
     for part, ds in (("train", docs), ("valid", vdocs)):
@@ -437,11 +444,25 @@ def save_atomic(obj, path):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them "the" checkpoint
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def load_checkpoint(path, run_config):
+    """torch.load(weights_only=True: tensors and plain containers only, no pickled code) and check that the
+    checkpoint was made by the same run configuration, naming every difference if not."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    diffs = config_differences(state["config"], run_config)
+    if diffs:
+        raise CheckpointMismatchError(f"{path} was made by another configuration:\n  " + "\n  ".join(diffs)
+                                      + f"\n(delete {Path(path).parent} to start over)")
+    return state
 
 
 def config_differences(saved, current):
@@ -457,19 +478,21 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     The masks come from a fixed seed, so every evaluation (and every model) sees the same task."""
     was_training = model.training
     model.eval()
+    # The whole held-out set is masked at once, so the task does not depend on the batch size.
     g = torch.Generator().manual_seed(seed + 97)
+    all_inputs, all_labels = mask_tokens(data["input_ids"], mask_id=mask_id, vocab_size=vocab_size,
+                                         special_ids=special_ids, mlm_probability=mlm_probability,
+                                         generator=g, word_starts=word_starts)
     n = len(data["input_ids"])
     total_loss, total_right, total_n = 0.0, 0, 0
     for b, start in enumerate(range(0, n, batch_size)):
         if max_batches and b >= max_batches:
             break
         batch = {k: v[start:start + batch_size] for k, v in data.items()}
-        inputs, labels = mask_tokens(batch["input_ids"], mask_id=mask_id, vocab_size=vocab_size,
-                                     special_ids=special_ids, mlm_probability=mlm_probability,
-                                     generator=g, word_starts=word_starts)
+        labels = all_labels[start:start + batch_size]
         if not (labels != -100).any():
             continue
-        batch = {**batch, "input_ids": inputs, "labels": labels}
+        batch = {**batch, "input_ids": all_inputs[start:start + batch_size], "labels": labels}
         batch.pop("next_sentence_label", None)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():
@@ -490,7 +513,7 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
 
 
 def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, groups=None,
-               run_config=None, desc="train"):
+               run_config=None, desc="train", step_offset=0):
     """Train `model` for `steps` optimizer steps. Any module works whose forward(**batch) returns an
     object with `.loss` (and `.logits` for evaluation): batch = input_ids, attention_mask, labels (+
     token_type_ids, next_sentence_label when the data has them).
@@ -499,7 +522,9 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     a checkpoint of the same run_config, training resumes from it; if it holds final.pt, nothing runs.
     tok_info: dict(mask_id, vocab_size, special_ids, word_starts or None).
     groups: optimizer parameter groups (default: trainable params, no decay on biases/LayerNorm); each
-    may carry "lr_scale". Returns the list of evaluation results.
+    may carry "lr_scale". step_offset: where this run starts in a longer story (XPT's phase 2 starts
+    at the end of phase 1): the data stream, the masks, the dropout seed and the logged steps continue
+    from there, while the learning-rate schedule is this run's own. Returns the evaluation results.
     """
     out_dir = Path(out_dir)
     rank, world = distributed()
@@ -510,13 +535,10 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
                       world=world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
                       max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
-                      whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing)
+                      whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing,
+                      step_offset=step_offset)
     if final_path.exists():
-        state = torch.load(final_path, map_location="cpu", weights_only=True)
-        diffs = config_differences(state["config"], run_config)
-        if diffs:
-            raise CheckpointMismatchError(f"{final_path} was made by another configuration:\n  "
-                                          + "\n  ".join(diffs) + f"\n(delete {out_dir} to start over)")
+        state = load_checkpoint(final_path, run_config)
         model.load_state_dict(state["model"])
         return state.get("evals", [])
 
@@ -528,12 +550,11 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     optimizer = torch.optim.AdamW(opt_groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
 
     step, evals = 0, []
+    # Dropout draws from torch's global RNG: seed it here, so a run does not depend on what ran before
+    # it in the process (a resumed run restores the RNG state from its checkpoint below instead).
+    torch.manual_seed(s.seed * 1009 + step_offset + 1)
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        diffs = config_differences(state["config"], run_config)
-        if diffs:
-            raise CheckpointMismatchError(f"{ckpt_path} was made by another configuration:\n  "
-                                          + "\n  ".join(diffs) + f"\n(delete {out_dir} to start over)")
+        state = load_checkpoint(ckpt_path, run_config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, evals = state["step"], state["evals"]
@@ -543,7 +564,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         if master:
             print(f"resuming {desc} from {ckpt_path} at step {step}")
-            _truncate_log(log_path, step)
+    if master:
+        _truncate_log(log_path, step_offset + step)  # drop lines a killed run wrote after its checkpoint
 
     net = model
     if world > 1:
@@ -574,10 +596,10 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
                      special_ids=special_ids, batch_size=micro, device=device,
                      mlm_probability=s.mlm_probability, max_batches=s.eval_batches, seed=s.seed,
                      word_starts=word_starts, autocast=autocast)
-        r["step"] = step
+        r["step"] = step_offset + step
         evals.append(r)
         if master:
-            _log(log_path, {"step": step, "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"]})
+            _log(log_path, {"step": step_offset + step, "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"]})
         return r
 
     model.train()
@@ -586,9 +608,9 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     last_ckpt = step if ckpt_path.exists() else None
     while step < steps:
         # --- the global batch of this step, masked with a generator seeded by (seed, step)
-        idx = batch_indices(n_rows, step, global_batch, s.seed)
+        idx = batch_indices(n_rows, step_offset + step, global_batch, s.seed)
         batch = {k: v[idx] for k, v in train_data.items()}
-        g = torch.Generator().manual_seed(s.seed * 7919 + step)
+        g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
         inputs, labels = mask_tokens(batch["input_ids"], mask_id=tok_info["mask_id"],
                                      vocab_size=tok_info["vocab_size"], special_ids=special_ids,
                                      mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts)
@@ -626,6 +648,7 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
             where = f"the last good checkpoint (step {last_ckpt}) is in {ckpt_path}" if last_ckpt is not None \
                 else "no checkpoint was written yet"
             raise NonFiniteLossError(f"loss is {step_loss} at step {step + 1} ({desc}); stopping; {where}")
+
         if s.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
         optimizer.step()
@@ -636,7 +659,7 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
         if master and (step % s.log_every == 0 or step == steps):
             dt = max(time.time() - t_last, 1e-9)
             tps = tokens_since / dt
-            _log(log_path, {"step": step, "loss": step_loss, "lr": s.lr * lr_mult, "tokens_per_s": round(tps)})
+            _log(log_path, {"step": step_offset + step, "loss": step_loss, "lr": s.lr * lr_mult, "tokens_per_s": round(tps)})
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}")
             t_last, tokens_since = time.time(), 0
         bar.update(1)
@@ -676,11 +699,23 @@ def _log(path, record):
         f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
 
+def read_log(path):
+    """The records of a JSONL log; a line cut short by a kill is skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
+
+
 def _truncate_log(path, step):
-    """On resume, drop log lines written after the checkpoint (they will be written again)."""
+    """Drop log lines written after `step` (a killed run's lines past its checkpoint: they will be
+    written again), so that every step is logged exactly once."""
     if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        kept = [r for r in read_log(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -691,29 +726,48 @@ def tokenizer_info(tok, s):
             "word_starts": word_start_flags(tok) if s.whole_word else None}
 
 
-def get_tokenizer(s, corpus, out_dir, name="tokenizer", kind=None, vocab_size=None):
-    """Load s.tokenizer_dir, or the one cached in out_dir/name, or train one on `corpus`."""
+def get_tokenizer(s, docs, out_dir, name="tokenizer", kind=None, vocab_size=None):
+    """Load s.tokenizer_dir, or the one cached in out_dir/name, or train one on the documents `docs`
+    (the training documents only: the held-out text must not shape the vocabulary)."""
     if s.tokenizer_dir:
         return tokenizers_mod.load_tokenizer(s.tokenizer_dir)
     kind = kind or s.tokenizer
     vocab_size = vocab_size or s.vocab_size
     d = Path(out_dir) / name
-    meta = {"corpus_sha": _file_sha(corpus), "kind": kind, "vocab_size": vocab_size}
+    meta = {"docs_sha": hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16], "kind": kind,
+            "vocab_size": vocab_size}
     if (d / "meta.json").exists() and json.loads((d / "meta.json").read_text()) == meta:
         return tokenizers_mod.load_tokenizer(d)
-    docs = read_documents(corpus, s.doc_format)
-    print(f"training a {kind} tokenizer ({vocab_size} tokens) on {corpus} ...")
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise RuntimeError("internal: only rank 0 trains the tokenizer")
+    print(f"training a {kind} tokenizer ({vocab_size} tokens) on {len(docs):,} documents ...")
     if kind == "bpe":
-        tok = tokenizers_mod.BPETokenizer.train(docs, vocab_size)
+        tok = tokenizers_mod.BPETokenizer.train(docs, vocab_size, progress=True)
     elif kind == "wordpiece":
         # subtle: no lowercasing/accent stripping: NFD would split every Hangul syllable into jamo.
-        tok = tokenizers_mod.WordPieceTokenizer.train(docs, vocab_size, lowercase=False)
+        tok = tokenizers_mod.WordPieceTokenizer.train(docs, vocab_size, lowercase=False, progress=True)
     else:
         raise ValueError(f"tokenizer must be 'bpe' or 'wordpiece', got {kind!r}")
     d.mkdir(parents=True, exist_ok=True)
     tok.save(d)
     (d / "meta.json").write_text(json.dumps(meta))
     return tok
+
+
+def rank0_first(fn):
+    """Run fn on rank 0 first (it writes caches: tokenizer, token ids), then on the other ranks (they
+    read them). Without torchrun it just runs fn."""
+    rank, world = distributed()
+    if world == 1:
+        return fn()
+    import torch.distributed as dist
+    if rank == 0:
+        result = fn()
+        dist.barrier()
+    else:
+        dist.barrier()
+        result = fn()
+    return result
 
 
 def _file_sha(path):
@@ -729,7 +783,7 @@ def fresh_config(s, tok):
         num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
         hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
         max_position_embeddings=s.max_len + (tok.pad_id + 1 if roberta else 0),
-        type_vocab_size=1 if roberta else 2, pad_token_id=tok.pad_id,
+        type_vocab_size=1 if roberta and s.packing != "nsp" else 2, pad_token_id=tok.pad_id,
         model_type="roberta" if roberta else "bert", layer_norm_eps=1e-5 if roberta else 1e-12)
 
 
@@ -740,8 +794,11 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
     if not corpus:
         raise ValueError("--task=mlm needs --corpus=FILE")
     valid_corpus = valid_corpus if valid_corpus is not None else s.valid_corpus
-    tok = tok or get_tokenizer(s, corpus, out_dir)
-    train_data, valid_data = build_datasets(s, tok, corpus, valid_corpus, out_dir / "cache")
+
+    def prepare():
+        t = tok or get_tokenizer(s, split_documents(s, corpus, valid_corpus)[0], out_dir)
+        return (t, *build_datasets(s, t, corpus, valid_corpus, out_dir / "cache"))
+    tok, train_data, valid_data = rank0_first(prepare)
     cfg = fresh_config(s, tok)
     torch.manual_seed(s.seed)
     model = (bert.BertForPreTraining if s.packing == "nsp" else bert.BertForMaskedLM)(cfg)
@@ -775,7 +832,11 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
     Prints the report first and the held-out loss at the end of each phase. Returns (model, evals)."""
     method = method or s.method
     out_dir = Path(out_dir)
+    if s.packing != "full":
+        raise ValueError("XPT post-trains a masked LM: use --packing=full (NSP needs BertForPreTraining)")
     source = bert.BertForMaskedLM.from_pretrained(source_dir)
+    if s.init_shared and source_tok is None:
+        source_tok = tokenizers_mod.load_tokenizer(source_dir)  # the source's own vocabulary files
     model = xpt.build_xpt(source, len(tok), method=method, itl_layers=s.itl_layers,
                           target_pad_token_id=tok.pad_id,
                           seed=s.seed, source_tokenizer=source_tok, target_tokenizer=tok if source_tok else None)
@@ -785,11 +846,14 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
            "source_sha": _file_sha(Path(source_dir) / "model.safetensors")
            if (Path(source_dir) / "model.safetensors").exists() else "",
            "data": data_sha(train_data, valid_data), "itl_layers": s.itl_layers,
-           "reused_lr_scale": s.reused_lr_scale}
+           "reused_lr_scale": s.reused_lr_scale, "init_shared": bool(source_tok)}
     evals = []
     phases = [(1, s.phase1_steps), (2, s.phase2_steps)]
     if method in ("scratch", "xpt-one-phase"):
         phases = [(2, s.phase1_steps + s.phase2_steps)]  # no frozen phase: one run of the same length
+    elif method == "embeddings-only":
+        phases = [(1, s.phase1_steps + s.phase2_steps)]  # frozen body throughout: one run, one schedule
+    offset = 0
     for phase, steps in phases:
         if steps <= 0:
             continue
@@ -799,9 +863,9 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
         print(f"{method} phase {phase}: {steps} steps, {n_train:,} trainable parameters")
         ev = train_loop(model, train_data, valid_data, out_dir=out_dir / f"phase{phase}", steps=steps,
                         tok_info=info, s=s, groups=groups, run_config={**cfg, "phase": phase},
-                        desc=method if len(phases) == 1 else f"{method} phase {phase}")
-        offset = evals[-1]["step"] if evals else 0
-        evals.extend({**e, "step": e["step"] + offset, "phase": phase} for e in ev)
+                        desc=method if len(phases) == 1 else f"{method} phase {phase}", step_offset=offset)
+        offset += steps
+        evals.extend({**e, "phase": phase} for e in ev)
     if int(os.environ.get("RANK", "0")) == 0:
         model.save_pretrained(out_dir / "model")
         tok.save(out_dir / "model")
@@ -814,8 +878,11 @@ def run_xpt_task(s):
     if not s.corpus:
         raise ValueError("--task=xpt needs --corpus=FILE (target-language text)")
     out_dir = Path(s.out_dir)
-    tok = get_tokenizer(s, s.corpus, out_dir)
-    train_data, valid_data = build_datasets(s, tok, s.corpus, s.valid_corpus, out_dir / "cache")
+
+    def prepare():
+        tok = get_tokenizer(s, split_documents(s, s.corpus, s.valid_corpus)[0], out_dir)
+        return (tok, *build_datasets(s, tok, s.corpus, s.valid_corpus, out_dir / "cache"))
+    tok, train_data, valid_data = rank0_first(prepare)
     return run_xpt(s, s.source, tok, train_data, valid_data, out_dir / s.method)
 
 
@@ -826,8 +893,8 @@ def run_xpt_task(s):
 # smoke test's. Only the fields named here change; everything else comes from Settings.
 PRESETS = {
     "default": dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_len=64,
-                    batch_size=32, lr=5e-4, source_steps=2000, en_vocab=4000, ko_vocab=2000,
-                    phase1_steps=300, phase2_steps=600, eval_every=100, extra_english=True),
+                    batch_size=32, lr=5e-4, source_steps=1500, en_vocab=4000, ko_vocab=2000,
+                    phase1_steps=200, phase2_steps=400, eval_every=50, extra_english=True),
     "tiny": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32,
                  batch_size=8, lr=1e-3, source_steps=30, en_vocab=400, ko_vocab=400,
                  phase1_steps=10, phase2_steps=20, eval_every=10, extra_english=False, max_docs=150),
@@ -883,9 +950,15 @@ def run_demo(s):
     stages = ("all", "tokenizers", "source", "xpt", "scratch", "compare")
     if s.stage not in stages:
         raise ValueError(f"stage must be one of {stages}, got {s.stage!r}")
+    if s.packing != "full" or s.tokenizer_dir:
+        raise ValueError("the demo trains its own two tokenizers and masked LMs: drop --packing and "
+                         "--tokenizer_dir (they are for --task=mlm / --task=xpt)")
     t0 = time.time()
     out = Path(s.out_dir) / ("demo" if s.preset == "default" else f"demo-{s.preset}")
-    s = dataclasses.replace(s, **{k: v for k, v in p.items() if k in {f.name for f in fields(s)}})
+    # The preset fills in every setting the user did not give on the command line.
+    defaults = Settings()
+    s = dataclasses.replace(s, **{k: v for k, v in p.items()
+                                  if k in {f.name for f in fields(s)} and getattr(s, k) == getattr(defaults, k)})
     data = HERE / "data"
     max_docs = p.get("max_docs")
     en_docs = read_documents(data / "en_train.txt")[:max_docs]
@@ -902,10 +975,11 @@ def run_demo(s):
            f"{p['en_vocab']} tokens from {en_train.stat().st_size / 1e3:.0f} KB, Korean {p['ko_vocab']} from "
            f"{ko_train.stat().st_size / 1e3:.0f} KB.\nXPT never shares a vocabulary between the languages: the "
            f"Korean model gets new word embeddings.")
-    en_tok = get_tokenizer(s, en_train, out, "tokenizer_en", vocab_size=p["en_vocab"])
-    ko_tok = get_tokenizer(s, ko_train, out, "tokenizer_ko", vocab_size=p["ko_vocab"])
+    en_tok = get_tokenizer(s, read_documents(en_train), out, "tokenizer_en", vocab_size=p["en_vocab"])
+    ko_tok = get_tokenizer(s, read_documents(ko_train), out, "tokenizer_ko", vocab_size=p["ko_vocab"])
     sample = "오늘은 날씨가 정말 좋아서 공원에 산책하러 갔어요."
-    print(f"Korean sample -> {ko_tok.tokenize(sample)[:12]}")
+    pieces = [ko_tok.decode([i]) for i in ko_tok.encode(sample)]
+    print(f"Korean sample, as {len(pieces)} tokens: {' | '.join(pieces)}")
     if s.stage == "tokenizers":
         return
 
@@ -913,9 +987,9 @@ def run_demo(s):
     if not s.source and want("source"):
         _stage("2. the English source model (L_S)",
                f"A small masked LM ({s.num_layers} layers, hidden {s.hidden_size}) pretrained on English for "
-               f"{p['source_steps']} steps. It stands in for the big English model that XPT starts from\n"
+               f"{s.source_steps} steps. It stands in for the big English model that XPT starts from\n"
                f"(pass --source=DIR to start from a real HF checkpoint instead, e.g. MiniLM).")
-        src_s = dataclasses.replace(s, steps=p["source_steps"], tokenizer_dir="")
+        src_s = dataclasses.replace(s, steps=s.source_steps, tokenizer_dir="")
         _retrying(lambda: run_mlm(src_s, out / "source", en_train, en_valid, en_tok, desc="English source"),
                   "source", out / "source")
     if s.stage == "source":
@@ -946,10 +1020,7 @@ def run_demo(s):
 
     _stage("5. comparison on held-out Korean", "Masked-LM loss (lower is better), perplexity, accuracy.")
     for arm in ("xpt", "scratch"):
-        log = out / arm
-        evals = _read_evals(log)
-        if not evals:
-            raise FileNotFoundError(f"no results for {arm} in {log}: run its stage first")
+        evals = _read_evals(out / arm)
         results[arm] = {"final": evals[-1], "best_loss": min(e["eval_loss"] for e in evals), "curve": evals}
     rows = [("arm", "loss", "best loss", "perplexity", "accuracy")]
     for arm, r in results.items():
@@ -968,7 +1039,7 @@ def run_demo(s):
         print(f"\nXPT does NOT beat scratch here: best loss {dx:.3f} vs {ds:.3f} after the same {n_target} "
               f"steps on the same Korean text.")
         print("At this size the English source may be too weak or the run too short for its layers to help; "
-              "try a longer\nsource run (more --steps) or a real checkpoint (--source=DIR).")
+              "try a longer\nsource run (--source_steps=...) or a real checkpoint (--source=DIR).")
     summary = {"preset": s.preset, "target_steps": n_target, "seconds": round(time.time() - t0, 1),
                "arms": results}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
@@ -977,20 +1048,17 @@ def run_demo(s):
 
 
 def _read_evals(arm_dir):
-    """Held-out evaluations of an arm, across its phases, with steps counted from the arm's start."""
-    evals, offset = [], 0
-    for phase_dir in sorted(Path(arm_dir).glob("phase*")):
-        log = phase_dir / "log.jsonl"
-        if not log.exists():
-            continue
-        last = 0
-        for line in log.read_text().splitlines():
-            rec = json.loads(line)
-            if "eval_loss" in rec:
-                evals.append({**rec, "step": rec["step"] + offset, "phase": int(phase_dir.name[5:])})
-            last = max(last, rec["step"])
-        offset += last
-    return evals
+    """Held-out evaluations of a finished arm, across its phases (steps are counted from the arm's
+    start in the logs already). An arm whose phases did not all finish is an error, not a result."""
+    phase_dirs = sorted(Path(arm_dir).glob("phase*"))
+    unfinished = [d.name for d in phase_dirs if not (d / "final.pt").exists()]
+    if not phase_dirs or unfinished:
+        raise FileNotFoundError(f"{arm_dir} has no finished run ({', '.join(unfinished) or 'nothing'} "
+                                f"unfinished): run its stage first")
+    evals = []
+    for d in phase_dirs:
+        evals += [{**r, "phase": int(d.name[5:])} for r in read_log(d / "log.jsonl") if "eval_loss" in r]
+    return sorted(evals, key=lambda r: r["step"])
 
 
 def _plot(results, path):

@@ -104,11 +104,20 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
         model = BertForMaskedLM(cfg)
 
     reused = set()
+    # subtle: an encoder-only checkpoint (e.g. MiniLM) loads into BertForMaskedLM with a *random* MLM
+    # head, listed in `source.fresh_parameters`. Copying that would freeze random weights and call them
+    # "reused"; such parts stay new instead (seeded init, trained in phase 1).
+    fresh = set(getattr(source, "fresh_parameters", None) or [])
+    skipped = []
 
     def copy_module(dst, src, prefix):
         # Copy every tensor of `src` into `dst` and remember the names as "reused".
+        names = [f"{prefix}.{n}" for n, _ in src.named_parameters()]
+        if any(n in fresh for n in names):
+            skipped.append(prefix)
+            return
         dst.load_state_dict(src.state_dict())
-        reused.update(f"{prefix}.{n}" for n, _ in dst.named_parameters())
+        reused.update(names)
 
     copied_embeddings = 0
     if method != "scratch":
@@ -146,6 +155,7 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
         "body": range(k, k + L),
         "itl_out": range(k + L, k + L + k),
         "copied_embeddings": copied_embeddings,
+        "not_reused_because_fresh": skipped,
     }
     set_phase(model, 1)
     return model
@@ -331,8 +341,11 @@ def report(model):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         if j == 0 or j == len(rows) - 2:
             lines.append("  ".join("-" * w for w in widths))
-    note = "(the decoder is tied to the word embeddings, so it has no row of its own)"
-    return "\n".join(lines + [note])
+    notes = ["(the decoder is tied to the word embeddings, so it has no row of its own)"]
+    if info.get("not_reused_because_fresh"):
+        notes.append(f"(not reused, the source had them freshly initialised: "
+                     f"{', '.join(info['not_reused_because_fresh'])})")
+    return "\n".join(lines + notes)
 
 
 if __name__ == "__main__":

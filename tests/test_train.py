@@ -328,3 +328,36 @@ def test_ddp_two_processes_match_one(corpus, tmp_path):
     l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(l1) == len(l2) == 6
     assert np.allclose(l1, l2, atol=1e-4), (l1, l2)
+
+
+def test_xpt_phases_continue_the_data_and_resume_exactly_between_phases(tok, corpus, tmp_path):
+    """Phase 2 continues the data stream where phase 1 stopped (not a replay of its batches), and a run
+    killed between the phases (phase 1 finished, phase 2 not started) ends bit-identical."""
+    s = tiny_settings(phase1_steps=3, phase2_steps=3, eval_every=0)
+    tr, va = train.build_datasets(s, tok, corpus)
+    src_model = tiny_model(tok, s)
+    src_model.save_pretrained(tmp_path / "src")
+    _, evals = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "a")
+    assert [(e["phase"], e["step"]) for e in evals] == [(1, 3), (2, 6)]
+    log2 = train.read_log(tmp_path / "a" / "phase2" / "log.jsonl")
+    assert [r["step"] for r in log2 if "loss" in r] == [4, 5, 6]
+    # same rows? phase 2's first batch is the global batch of step 3, not of step 0
+    assert not torch.equal(train.batch_indices(len(tr["input_ids"]), 3, 4, s.seed),
+                           train.batch_indices(len(tr["input_ids"]), 0, 4, s.seed))
+    train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "b")
+    import shutil
+    shutil.rmtree(tmp_path / "b" / "phase2")          # "killed" right after phase 1 finished
+    torch.manual_seed(12345)                           # a process with another RNG history
+    torch.rand(100)
+    m, _ = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "phase2" / "final.pt", weights_only=True)["model"]
+    for k, v in m.state_dict().items():
+        assert torch.equal(a[k], v), k
+
+
+def test_embeddings_only_runs_as_one_phase(tok, corpus, tmp_path):
+    s = tiny_settings(phase1_steps=2, phase2_steps=2, eval_every=0)
+    tr, va = train.build_datasets(s, tok, corpus)
+    tiny_model(tok, s).save_pretrained(tmp_path / "src")
+    _, evals = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "e", method="embeddings-only")
+    assert [(e["phase"], e["step"]) for e in evals] == [(1, 4)]

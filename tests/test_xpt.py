@@ -218,6 +218,9 @@ def test_post_training_from_minilm_on_korean_lines(minilm_dir, tmp_path):
         source = BertForMaskedLM.from_pretrained(minilm_dir)
         model, evals = train.run_xpt(s, minilm_dir, tok, tr, va, tmp_path / "xpt")
     assert model.config.num_hidden_layers == 6 + 2 and model.config.vocab_size == len(tok)
+    # MiniLM has no MLM head: its random transform is not "reused" (and so not frozen in phase 1)
+    assert not any(n.startswith("head.") for n in model.xpt["reused"])
+    assert "head.dense" in model.xpt["not_reused_because_fresh"]
     assert [e["phase"] for e in evals] == [1, 2] and all(e["loss"] == e["loss"] for e in evals)
     # phase 1 left the reused MiniLM layers alone; the saved phase-1 weights prove it
     p1 = torch.load(tmp_path / "xpt" / "phase1" / "final.pt", weights_only=True)["model"]
