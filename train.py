@@ -663,7 +663,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}")
             t_last, tokens_since = time.time(), 0
         bar.update(1)
-        if s.eval_every and step % s.eval_every == 0 and step != steps:
+        if s.eval_every and (step_offset + step) % s.eval_every == 0 and step != steps:
+            # (global steps, so that every arm of a comparison is evaluated at the same points)
             r = run_eval()
             bar.set_postfix(loss=f"{step_loss:.3f}", eval=f"{r['loss']:.3f}")
         if master and s.ckpt_every and step % s.ckpt_every == 0 and step != steps:
@@ -860,10 +861,11 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
         xpt.set_phase(model, phase)
         groups = xpt.optimizer_groups(model, s.weight_decay, s.reused_lr_scale if phase == 2 else 1.0)
         n_train = sum(p.numel() for g in groups for p in g["params"])
-        print(f"{method} phase {phase}: {steps} steps, {n_train:,} trainable parameters")
+        name = method if len(phases) == 1 else f"{method} phase {phase}"
+        print(f"{name}: {steps} steps, {n_train:,} trainable parameters")
         ev = train_loop(model, train_data, valid_data, out_dir=out_dir / f"phase{phase}", steps=steps,
                         tok_info=info, s=s, groups=groups, run_config={**cfg, "phase": phase},
-                        desc=method if len(phases) == 1 else f"{method} phase {phase}", step_offset=offset)
+                        desc=name, step_offset=offset)
         offset += steps
         evals.extend({**e, "phase": phase} for e in ev)
     if int(os.environ.get("RANK", "0")) == 0:
