@@ -130,6 +130,15 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
         # encoder where a token is, which the reused layers were trained to read.
         if reuse_positions:
             copy_module(te.position_embeddings, se.position_embeddings, "bert.embeddings.position_embeddings")
+            shift = cfg.pad_token_id - src_cfg.pad_token_id
+            if src_cfg.is_roberta and shift:
+                # subtle: RoBERTa's first real position has row pad_token_id + 1. A target tokenizer
+                # with another pad id moves every position to another row, so move the table with it.
+                with torch.no_grad():
+                    w, sw = te.position_embeddings.weight, se.position_embeddings.weight
+                    n = sw.shape[0] - (src_cfg.pad_token_id + 1) - max(shift, 0)
+                    w[cfg.pad_token_id + 1:cfg.pad_token_id + 1 + n] = \
+                        sw[src_cfg.pad_token_id + 1:src_cfg.pad_token_id + 1 + n]
         # Segment embeddings mark sentence A/B: a structural signal, not a lexical one.
         if reuse_token_types:
             copy_module(te.token_type_embeddings, se.token_type_embeddings, "bert.embeddings.token_type_embeddings")

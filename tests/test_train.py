@@ -361,3 +361,16 @@ def test_embeddings_only_runs_as_one_phase(tok, corpus, tmp_path):
     tiny_model(tok, s).save_pretrained(tmp_path / "src")
     _, evals = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "e", method="embeddings-only")
     assert [(e["phase"], e["step"]) for e in evals] == [(1, 4)]
+
+
+def test_nsp_packing_trains_bert_for_pretraining(tok, corpus, tmp_path):
+    s = tiny_settings(packing="nsp", steps=3)
+    tr, va = train.build_datasets(s, tok, corpus)
+    cfg = train.fresh_config(s, tok)
+    assert cfg.type_vocab_size == 2, "sentence pairs need two segment types, even in the RoBERTa flavour"
+    torch.manual_seed(0)
+    model = train.bert.BertForPreTraining(cfg)
+    evals = train.train_loop(model, tr, va, out_dir=tmp_path, steps=3, tok_info=train.tokenizer_info(tok, s), s=s)
+    assert evals[-1]["step"] == 3 and 0 < evals[-1]["loss"] < 20
+    with pytest.raises(ValueError, match="packing=full"):
+        train.run_xpt(s, tmp_path, tok, tr, va, tmp_path / "x")

@@ -232,3 +232,14 @@ def test_post_training_from_minilm_on_korean_lines(minilm_dir, tmp_path):
     # and phase 2 moved them
     assert not torch.equal(model.bert.layers[1].query.weight, source.bert.layers[0].query.weight)
     assert (tmp_path / "xpt" / "model" / "model.safetensors").exists()
+
+
+def test_roberta_positions_follow_a_different_pad_id():
+    torch.manual_seed(0)
+    src = BertForMaskedLM(BertConfig(**{**CFG, "model_type": "roberta", "pad_token_id": 1, "type_vocab_size": 1}))
+    m = xpt.build_xpt(src, TARGET_V, target_pad_token_id=0)
+    ids = torch.randint(5, TARGET_V, (2, 7))
+    # position i of a real token: row pad+1+i in each model, so the rows must hold the same vectors
+    sw, w = src.bert.embeddings.position_embeddings.weight, m.bert.embeddings.position_embeddings.weight
+    assert torch.equal(w[1:1 + 7], sw[2:2 + 7])
+    assert m(ids).logits.shape == (2, 7, TARGET_V)
