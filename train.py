@@ -1077,6 +1077,10 @@ def _plot(results, path):
         steps = [e["step"] for e in r["curve"]]
         axes[0].plot(steps, [e["eval_loss"] for e in r["curve"]], label=arm, marker=".")
         axes[1].plot(steps, [e["eval_acc"] for e in r["curve"]], label=arm, marker=".")
+    p1 = [e["step"] for e in results.get("xpt", {}).get("curve", []) if e.get("phase") == 1]
+    if p1:  # where XPT unfreezes the reused layers
+        for ax in axes:
+            ax.axvline(max(p1), color="grey", linestyle=":", label="XPT: phase 1 | phase 2")
     axes[0].set(xlabel="Korean training steps", ylabel="held-out MLM loss")
     axes[1].set(xlabel="Korean training steps", ylabel="held-out masked-token accuracy")
     for ax in axes:
