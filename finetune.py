@@ -331,6 +331,14 @@ def main(argv=None):
         labels = json.loads((Path(s.teacher) / "labels.json").read_text())
         teacher = load_classifier(s.teacher, len(labels))
         model = load_classifier(s.model, len(labels), s.dropout, s.student_layers)
+        # Teacher and student read the same ids, so they must share one vocabulary.
+        for d in [s.teacher] + ([s.model] if has_tokenizer(s.model) else []):
+            if has_tokenizer(d) and len(tokenizers_mod.load_tokenizer(d)) != len(tok):
+                raise ValueError(f"{d} has another vocabulary ({len(tokenizers_mod.load_tokenizer(d))} tokens) "
+                                 f"than the tokenizer in use ({len(tok)}): distillation needs one shared tokenizer")
+        if teacher.config.vocab_size != model.config.vocab_size:
+            raise ValueError(f"teacher vocabulary {teacher.config.vocab_size} != student vocabulary "
+                             f"{model.config.vocab_size}: distillation needs one shared tokenizer")
         if not s.unlabeled:
             raise ValueError("--teacher needs --unlabeled=FILE (text to distil on, one document per line)")
         docs = train.read_documents(s.unlabeled)
