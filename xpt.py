@@ -310,7 +310,7 @@ def _groups(model):
     r = info["itl_in"]
     add(f"ITL in ({len(r)} layer{'s' * (len(r) != 1)})", in_layers(r))
     r = info["body"]
-    add(f"encoder layers {r.start}-{r.stop - 1}", in_layers(r))
+    add(f"encoder layers {r.start}-{r.stop - 1} (source)", in_layers(r))
     r = info["itl_out"]
     add(f"ITL out ({len(r)} layer{'s' * (len(r) != 1)})", in_layers(r))
     add("MLM head transform", lambda n: n.startswith("head.") and not n.endswith("head.bias"))
@@ -368,11 +368,20 @@ if __name__ == "__main__":
     print(report(model))
     ids = torch.randint(5, 800, (2, 9))
     print("logits:", tuple(model(ids).logits.shape), "ln(V) =", round(math.log(800), 3))
-    # Expected (counts depend on bert.py's layout):
+    # Expected:
     # XPT model, method='xpt'
-    # group                  params  origin  phase 1  phase 2
-    # word embeddings        51,200     new    train    train
-    # position embeddings     8,192  reused   frozen    train
-    # ...
-    # encoder layers 1-4     ~133K   reused   frozen    train
-    # ...
+    # group                         params      origin  phase 1  phase 2
+    # ---------------------------  -------  ----------  -------  -------
+    # word embeddings               51,200         new    train    train
+    # position embeddings            8,192      reused   frozen    train
+    # segment embeddings               128      reused   frozen    train
+    # embedding LayerNorm              128      reused   frozen    train
+    # ITL in (1 layer)              33,472         new    train    train
+    # encoder layers 1-4 (source)  133,888      reused   frozen    train
+    # ITL out (1 layer)             33,472         new    train    train
+    # MLM head transform             4,288      reused   frozen    train
+    # MLM decoder bias                 800         new    train    train
+    # ---------------------------  -------  ----------  -------  -------
+    # total                        265,568  55% reused  118,944  265,568
+    # (the decoder is tied to the word embeddings, so it has no row of its own)
+    # logits: (2, 9, 800) ln(V) = 6.685

@@ -243,3 +243,14 @@ def test_roberta_positions_follow_a_different_pad_id():
     sw, w = src.bert.embeddings.position_embeddings.weight, m.bert.embeddings.position_embeddings.weight
     assert torch.equal(w[1:1 + 7], sw[2:2 + 7])
     assert m(ids).logits.shape == (2, 7, TARGET_V)
+
+
+def test_module_example_prints_what_its_comment_says():
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(ROOT / "xpt.py")], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    src = (ROOT / "xpt.py").read_text()
+    expected = [ln[6:] for ln in src[src.index("    # Expected:\n"):].splitlines()[1:]]
+    assert out.splitlines() == expected
