@@ -78,7 +78,7 @@ class Settings:
     intermediate_size: int = 512  # feed-forward width (BERT uses 4 x hidden)
     dropout: float = 0.1          # hidden and attention dropout
     # --- optimisation
-    steps: int = 1000             # optimizer steps (mlm; and the scratch baseline in the demo)
+    steps: int = 1000             # optimizer steps of --task=mlm
     batch_size: int = 32          # sequences per micro-batch per process
     grad_accum: int = 1           # micro-batches per optimizer step
     lr: float = 5e-4              # peak learning rate
@@ -144,9 +144,11 @@ def help_text(s):
         if ":" in line and "#" in line and "=" in line.split("#")[0]:
             name = line.split(":", 1)[0].strip()
             comments.setdefault(name, line.split("#", 1)[1].strip())
-    out = ["usage: python train.py [--key=value ...]", ""]
-    for f in fields(s):
-        out.append(f"  --{f.name}={getattr(s, f.name)!s:<12} {comments.get(f.name, '')}")
+    out = ["usage: python train.py [--key=value ...]",
+           "(the demo's --preset fills in model and step sizes that are not given on the command line)", ""]
+    items = [(f"--{f.name}={getattr(s, f.name)}", comments.get(f.name, "")) for f in fields(s)]
+    width = max(len(k) for k, _ in items)
+    out += [f"  {k.ljust(width)}  {c}" for k, c in items]
     return "\n".join(out)
 
 
@@ -946,7 +948,8 @@ def _retrying(fn, what, directory):
         return fn()
 
 
-def run_demo(s):
+def run_demo(s, given=()):
+    """The demo. `given`: the settings named on the command line (the preset does not override them)."""
     p = PRESETS.get(s.preset)
     if p is None:
         raise ValueError(f"preset must be one of {list(PRESETS)}, got {s.preset!r}")
@@ -959,9 +962,8 @@ def run_demo(s):
     t0 = time.time()
     out = Path(s.out_dir) / ("demo" if s.preset == "default" else f"demo-{s.preset}")
     # The preset fills in every setting the user did not give on the command line.
-    defaults = Settings()
-    s = dataclasses.replace(s, **{k: v for k, v in p.items()
-                                  if k in {f.name for f in fields(s)} and getattr(s, k) == getattr(defaults, k)})
+    names = {f.name for f in fields(s)}
+    s = dataclasses.replace(s, **{k: v for k, v in p.items() if k in names and k not in given})
     data = HERE / "data"
     max_docs = p.get("max_docs")
     en_docs = read_documents(data / "en_train.txt")[:max_docs]
@@ -1092,13 +1094,14 @@ def _plot(results, path):
 
 
 def main(argv=None):
-    s = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    s = parse_args(argv)
     if s.task == "mlm":
         run_mlm(s)
     elif s.task == "xpt":
         run_xpt_task(s)
     elif s.task == "demo":
-        run_demo(s)
+        run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv})
     else:
         raise ValueError(f"task must be demo, mlm or xpt, got {s.task!r}")
 

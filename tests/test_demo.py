@@ -74,3 +74,11 @@ def test_bad_settings_fail_clearly(clone):
     assert r.returncode != 0 and "unknown setting 'stepz'" in r.stderr
     r = run_demo(clone, "--stage=everything")
     assert r.returncode != 0 and "stage must be one of" in r.stderr
+
+
+def test_command_line_settings_win_over_the_preset(tmp_path, capsys):
+    import train
+    train.main(["--preset=tiny", "--source_steps=4", "--stage=source", f"--out_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert "pretrained on English for 4 steps" in out
+    assert "after 4 steps" in out
