@@ -525,8 +525,9 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     tok_info: dict(mask_id, vocab_size, special_ids, word_starts or None).
     groups: optimizer parameter groups (default: trainable params, no decay on biases/LayerNorm); each
     may carry "lr_scale". With --packing=nsp the logged training loss is what BertForPreTraining returns,
-    MLM + NSP; the held-out evaluation is MLM only, like every other run's. step_offset: where this run starts in a longer story (XPT's phase 2 starts
-    at the end of phase 1): the data stream, the masks, the dropout seed and the logged steps continue
+    MLM + NSP; the held-out evaluation is MLM only, like every other run's.
+    step_offset: where this run starts in a longer story (XPT's phase 2 starts at the end of phase 1):
+    the data stream, the masks, the dropout seed, the evaluation points and the logged steps continue
     from there, while the learning-rate schedule is this run's own. Returns the evaluation results.
     """
     out_dir = Path(out_dir)

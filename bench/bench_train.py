@@ -76,7 +76,8 @@ def main():
         train.train_loop(model, data, {k: v[:B] for k, v in data.items()}, out_dir=d, steps=args.steps + 2,
                          tok_info=info, s=s, desc="loop")
         loop_total = time.perf_counter() - t
-    # subtract the single final evaluation (one forward on B rows, ~1/3 of a step) and the final save
+    # not subtracted: the one final evaluation (a forward pass on B rows) and the final save, so the
+    # overhead printed below is an upper bound
     loop_s = loop_total / (args.steps + 2)
 
     tok = B * T
