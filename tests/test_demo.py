@@ -55,6 +55,13 @@ def test_tiny_demo_from_a_fresh_clone(clone):
     for arm in res["arms"].values():
         f = arm["final"]
         assert f["step"] == res["target_steps"] and 0 < f["eval_loss"] < 20 and 0 <= f["eval_acc"] <= 1
+        assert arm["best_loss"] <= f["eval_loss"] and arm["lr"] > 0
+    # every loss next to its floor, scored at [MASK] positions only
+    assert res["eval_masking"] == "mask-only"
+    assert set(res["unigram_loss"]) == {"ko", "en"} and all(2 < v < 10 for v in res["unigram_loss"].values())
+    assert res["source"]["final_loss"] > 0 and res["source"]["best_loss"] <= res["source"]["final_loss"]
+    assert res["source"]["floor"] == res["unigram_loss"]["en"]
+    assert "learned context" in r.stdout and "unigram floor" in r.stdout
     # the stages explain themselves, the report is printed, the comparison is read out
     for text in ("=== 1. tokenizers", "=== 2. the English source", "=== 3. XPT", "=== 4. the baseline",
                  "=== 5. comparison", "ITL in", "frozen"):
@@ -82,3 +89,30 @@ def test_command_line_settings_win_over_the_preset(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pretrained on English for 4 steps" in out
     assert "after 4 steps" in out
+
+
+def test_every_preset_works_with_wordpiece(tmp_path, capsys):
+    import train
+    train.main(["--preset=tiny", "--tokenizer=wordpiece", f"--out_dir={tmp_path}"])
+    res = json.loads((tmp_path / "demo-tiny" / "results.json").read_text())
+    assert res["tokenizer"] == "wordpiece" and set(res["arms"]) == {"xpt", "scratch"}
+    assert (tmp_path / "demo-tiny" / "tokenizer_ko" / "vocab.txt").exists()
+    # the default preset's vocabulary sizes fit WordPiece on the full corpus (its minimum is the alphabet)
+    train.main(["--tokenizer=wordpiece", "--stage=tokenizers", f"--out_dir={tmp_path}"])
+    assert "Korean sample, as" in capsys.readouterr().out
+
+
+def test_the_shipped_source_is_what_the_readme_says(tmp_path, capsys):
+    """data/source_en: a small English masked LM, at most 8 MB, with its card (how it was made), clearly
+    past its English unigram floor (the demo's point 2)."""
+    import train
+    d = train.SHIPPED_SOURCE
+    size = sum(p.stat().st_size for p in d.iterdir())
+    assert size <= 8_000_000, f"{size:,} bytes"
+    card = json.loads((d / "source.json").read_text())
+    assert card["rebuild"] == train.REBUILD_SOURCE and train.REBUILD_SOURCE in (ROOT / "README.md").read_text()
+    s = train.Settings(max_len=64, batch_size=32)
+    en_train = train._write_lines(tmp_path / "en_train.txt",  # the demo's English: ours + the stdlib's prose
+                                  train.read_documents(ROOT / "data" / "en_train.txt") + train.english_extra_docs())
+    summary = train._source_summary(s, d, en_train, ROOT / "data" / "en_valid.txt", None)
+    assert summary["final_loss"] < summary["floor"] - 1.5, summary

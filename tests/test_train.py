@@ -1,5 +1,6 @@
 """train.py: settings parser, masking, packing, the loop (accumulation, resume, failures), DDP."""
 import json
+import math
 import os
 import random
 import signal
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import bert
 import train
 from tokenizer import BPETokenizer
 
@@ -388,3 +390,44 @@ def test_task_xpt_from_the_command_line(tok, corpus, tmp_path, capsys):
     assert (tmp_path / "o" / "xpt" / "model" / "vocab.json").exists()
     with pytest.raises(ValueError, match="needs --source"):
         train.main(["--task=xpt", f"--corpus={corpus}"])
+
+
+def test_unigram_floor_by_hand():
+    # vocab 6: ids 0 and 1 special. Training counts (specials dropped): t2 x3, t3 x1 -> N = 4.
+    # p(t) = (c_t + 0.5) / (N + 0.5 V) = (c_t + 0.5) / 7: p(2) = 3.5/7 = 1/2, p(4) = 0.5/7 = 1/14.
+    # Held-out [2, 4] (the specials 0, 1 left out): F = -(ln 1/2 + ln 1/14) / 2 = ln(28) / 2.
+    f = train.unigram_loss([0, 2, 2, 1, 2, 3, 1], [1, 2, 0, 4], vocab_size=6, special_ids=[0, 1])
+    assert f == pytest.approx(math.log(28) / 2, abs=1e-12)
+    with pytest.raises(ValueError, match="no .*tokens"):
+        train.unigram_loss([2, 3], [0, 1, 1], vocab_size=6, special_ids=[0, 1])
+
+
+def test_evaluation_masks_every_held_out_token_once_at_mask_positions():
+    torch.manual_seed(0)
+    V, mask_id, specials = 99, 4, [0, 1, 2, 3, 4]
+    ids = torch.randint(5, V, (3, 7))
+    ids[0, 0], ids[2, 5:] = 0, 1  # a <s> and two pads
+    groups, k = train.eval_mask_groups(ids, vocab_size=V, special_ids=specials, mlm_probability=0.15)
+    assert k == 7 and torch.equal(groups < 0, ids < 5)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        """Records what it is asked; predicts uniformly, so the loss must be ln V exactly."""
+        def forward(self, input_ids, attention_mask=None, labels=None):
+            chosen = labels != -100
+            assert (input_ids[chosen] == mask_id).all(), "a scored position was not [MASK]"
+            assert torch.equal(input_ids[~chosen], ids[~chosen]), "an unscored position was changed"
+            seen.append(labels[chosen])
+            return bert.MaskedLMOutput(loss=None, logits=torch.zeros(*input_ids.shape, V))
+
+    data = {"input_ids": ids, "attention_mask": (ids != 1).long()}
+    r = train.evaluate(Probe(), data, mask_id=mask_id, vocab_size=V, special_ids=specials, batch_size=3,
+                       device=torch.device("cpu"))
+    scored = torch.cat(seen)
+    assert r["tokens"] == len(scored) == int((ids >= 5).sum())  # every non-special token once
+    assert sorted(scored.tolist()) == sorted(ids[ids >= 5].tolist())
+    assert r["loss"] == pytest.approx(math.log(V))
+    # the groups depend on the data alone: the same on a second call, whatever the global RNG did
+    torch.manual_seed(123)
+    again, _ = train.eval_mask_groups(ids, vocab_size=V, special_ids=specials)
+    assert torch.equal(again, groups)
