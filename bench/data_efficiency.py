@@ -91,7 +91,7 @@ PRESETS = {
     "tiny": dict(
         sources=("own",), budgets=(10_000, 20_000, 40_000), valid_lines=24, ko_vocab=400,
         max_len=32, batch_size=8, phase1_steps=4, phase2_steps=8, lr={"own": 1e-3}, scratch_lr={"own": 1e-3},
-        eval_every=6,
+        eval_every=12,
         own=dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=400, steps=20,
                  batch_size=8, lr=1e-3, en_bytes=0),
         labelled=0, test=0, ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, ft_max_len=32, threads=1),
