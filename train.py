@@ -1111,6 +1111,12 @@ def run_demo(s, given=()):
         _retrying(lambda: run_mlm(src_s, out / "source", en_train, en_valid, en_tok, desc="English source"),
                   "source", out / "source")
         _write_source_card(src_s, out / "source", en_train, en_valid)
+    elif want("source"):
+        _stage("2. the English source model (L_S)",
+               f"The English masked LM that XPT starts from, in {source_dir}"
+               + (f" (shipped with the project: a small model pretrained by\n`python train.py --stage=source`, "
+                  f"{s.source_steps} steps; --source=pretrain runs that stage here)" if s.source == "shipped" else "")
+               + ". It stands in for the big English model of the paper.")
     if s.stage == "source":
         print(f"\nthe source model is in {source_dir}; to make it the shipped one: {REBUILD_SOURCE}")
         return
