@@ -367,14 +367,7 @@ def mask_tokens(input_ids, *, mask_id, vocab_size, special_ids, mlm_probability=
     candidate = ~special[ids]  # (B, T)
     r = torch.rand(ids.shape, generator=generator, device=ids.device)
     if word_starts is not None:
-        # A position starts a word if its token starts a word, is special, or follows a special token
-        # (a stray continuation piece right after <s> has no word to belong to).
-        start = word_starts.to(ids.device)[ids] | ~candidate
-        start[:, 1:] |= ~candidate[:, :-1]
-        start[:, 0] = True
-        pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-        first = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values  # (B, T)
-        r = torch.gather(r, 1, first)  # every piece uses its word's draw
+        r = torch.gather(r, 1, word_first_position(ids, candidate, word_starts))  # a word shares one draw
     chosen = candidate & (r < mlm_probability)
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
     action = torch.rand(ids.shape, generator=generator, device=ids.device)
@@ -383,6 +376,17 @@ def mask_tokens(input_ids, *, mask_id, vocab_size, special_ids, mlm_probability=
     inputs = torch.where(chosen & (action < 0.8), torch.full_like(ids, mask_id), ids)
     inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
     return inputs, labels
+
+
+def word_first_position(ids, candidate, word_starts):
+    """(B, T): for every position, the position of the first piece of its word. A position starts a word
+    if its token starts a word, is special, or follows a special token (a stray continuation piece right
+    after <s> has no word to belong to). candidate: (B, T) bool, True where the token is not special."""
+    start = word_starts.to(ids.device)[ids] | ~candidate
+    start[:, 1:] |= ~candidate[:, :-1]
+    start[:, 0] = True
+    pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    return torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values
 
 
 def word_start_flags(tok):
@@ -507,11 +511,7 @@ def eval_mask_groups(input_ids, *, vocab_size, special_ids, mlm_probability=0.15
     g = torch.Generator().manual_seed(20210305)
     groups = torch.randint(k, input_ids.shape, generator=g)
     if word_starts is not None:  # every piece takes its word's group, as in mask_tokens
-        start = word_starts[input_ids] | ~candidate
-        start[:, 1:] |= ~candidate[:, :-1]
-        start[:, 0] = True
-        pos = torch.arange(input_ids.shape[1]).expand_as(input_ids)
-        groups = torch.gather(groups, 1, torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), 1).values)
+        groups = torch.gather(groups, 1, word_first_position(input_ids, candidate, word_starts))
     return torch.where(candidate, groups, torch.full_like(groups, -1)), k
 
 

@@ -431,3 +431,18 @@ def test_evaluation_masks_every_held_out_token_once_at_mask_positions():
     torch.manual_seed(123)
     again, _ = train.eval_mask_groups(ids, vocab_size=V, special_ids=specials)
     assert torch.equal(again, groups)
+
+
+def test_whole_word_evaluation_masks_a_word_together():
+    V = 99
+    word_starts = torch.zeros(V, dtype=torch.bool)
+    word_starts[5:50] = True  # ids 5..49 start a word, 50..98 continue one
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, V, (3, 7), generator=g)
+    ids[:, 0] = 0  # <s>
+    groups, _ = train.eval_mask_groups(ids, vocab_size=V, special_ids=[0, 1, 2, 3, 4], word_starts=word_starts)
+    for b in range(3):
+        for t in range(2, 7):
+            if ids[b, t] >= 50 and ids[b, t - 1] >= 5:  # a continuation piece after a real token
+                assert groups[b, t] == groups[b, t - 1], (b, t)
+    assert (groups[:, 0] == -1).all()
