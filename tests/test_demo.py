@@ -112,7 +112,8 @@ def test_the_shipped_source_is_what_the_readme_says(tmp_path, capsys):
     assert size <= 8_000_000, f"{size:,} bytes"
     card = json.loads((d / "source.json").read_text())
     assert card["rebuild"] == train.REBUILD_SOURCE and train.REBUILD_SOURCE in (ROOT / "README.md").read_text()
-    s = train.Settings(max_len=64, batch_size=32)
+    cfg = json.loads((d / "config.json").read_text())
+    s = train.Settings(max_len=cfg["max_position_embeddings"] - cfg["pad_token_id"] - 1, batch_size=64)
     en_train = train._write_lines(tmp_path / "en_train.txt",  # the demo's English: ours + the stdlib's prose
                                   train.read_documents(ROOT / "data" / "en_train.txt") + train.english_extra_docs())
     summary = train._source_summary(s, d, en_train, ROOT / "data" / "en_valid.txt", None)
