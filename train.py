@@ -1068,9 +1068,9 @@ def run_demo(s, given=()):
     max_docs = p.get("max_docs")
 
     def english_text():  # the source's English (~2 MB with the stdlib's prose: read only when needed)
-        docs = read_documents(data / "en_train.txt")[:max_docs]
-        return _write_lines(out / "corpus" / "en_train.txt",
-                            docs + english_extra_docs() if s.preset == "default" else docs)
+        full = s.preset == "default" or s.source == "shipped"  # the shipped source's text, whatever the preset
+        docs = read_documents(data / "en_train.txt")[:None if full else max_docs]
+        return _write_lines(out / "corpus" / "en_train.txt", docs + english_extra_docs() if full else docs)
     en_valid = _write_lines(out / "corpus" / "en_valid.txt", read_documents(data / "en_valid.txt")[:max_docs])
     ko_train = _write_lines(out / "corpus" / "ko_train.txt", read_documents(data / "ko_train.txt")[:max_docs])
     ko_valid = _write_lines(out / "corpus" / "ko_valid.txt", read_documents(data / "ko_valid.txt")[:max_docs])

@@ -98,6 +98,9 @@ def test_every_preset_works_with_wordpiece(tmp_path, capsys):
     res = json.loads((tmp_path / "demo-tiny" / "results.json").read_text())
     assert res["tokenizer"] == "wordpiece" and set(res["arms"]) == {"xpt", "scratch"}
     assert (tmp_path / "demo-tiny" / "tokenizer_ko" / "vocab.txt").exists()
+    # a Korean WordPiece vocabulary on the shipped (byte-level BPE) English source: XPT shares no vocabulary
+    train.main(["--preset=tiny", "--tokenizer=wordpiece", "--source=shipped", "--stage=xpt", f"--out_dir={tmp_path / 'mix'}"])
+    assert (tmp_path / "mix" / "demo-tiny" / "xpt" / "model" / "vocab.txt").exists()
     # the default preset's vocabulary sizes fit WordPiece on the full corpus (its minimum is the alphabet)
     train.main(["--tokenizer=wordpiece", "--stage=tokenizers", f"--out_dir={tmp_path}"])
     assert "Korean sample, as" in capsys.readouterr().out
