@@ -520,12 +520,14 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
              max_batches=0, word_starts=None, autocast=contextlib.nullcontext):
     """Held-out masked-LM loss (mean over the predicted tokens), perplexity and accuracy, at [MASK]
     positions only: every held-out token is replaced by [MASK] once (one group of `eval_mask_groups`
-    per pass) and predicted from its unmasked context.
+    per pass, about 1/7 of the tokens) and predicted from its unmasked context.
 
     subtle: why not score the 80/10/10 inputs that training uses? At the 10% of chosen positions left
     unchanged the answer is in the input, so a model that has learned no context at all still beats the
     unigram floor F by about half a nat (~0.9 F + 0.1 ln 4) by copying it. With [MASK] everywhere, F
-    (`unigram_loss`) is a true floor, and every model is scored on exactly the same task (train_loop
+    (`unigram_loss`) is what ignoring the context is worth (a reference level, not a strict bound: a
+    context-free model can land a little below smoothed counts), and every model is scored on exactly
+    the same task (train_loop
     keeps mlm_probability at 0.15 here whatever the training's masking rate)."""
     was_training = model.training
     model.eval()
@@ -589,7 +591,7 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
                       world=world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
                       max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
                       whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing,
-                      step_offset=step_offset)
+                      step_offset=step_offset, eval="mask-only")
     if final_path.exists():
         state = load_checkpoint(final_path, run_config)
         model.load_state_dict(state["model"])
@@ -1061,6 +1063,8 @@ def run_demo(s, given=()):
     # The preset fills in every setting the user did not give on the command line.
     names = {f.name for f in fields(s)}
     s = dataclasses.replace(s, **{k: v for k, v in p.items() if k in names and k not in given})
+    if "lr" in given and "scratch_lr" not in given:
+        s = dataclasses.replace(s, scratch_lr=s.lr)  # one learning rate given: both arms use it
     if s.stage == "source":
         s = dataclasses.replace(s, source="pretrain")
     en_vocab, ko_vocab = p["en_vocab"][s.tokenizer], p["ko_vocab"][s.tokenizer]
@@ -1123,6 +1127,12 @@ def run_demo(s, given=()):
     if not (source_dir / "config.json").exists():
         raise FileNotFoundError(f"no source model in {source_dir}: run the 'source' stage first "
                                 f"(python train.py --stage=source)")
+    longest = _max_len(bert.BertConfig.from_json_file(source_dir / "config.json"))
+    if s.max_len > longest:
+        raise ValueError(f"--max_len={s.max_len} is longer than the source model's {longest} positions "
+                         f"({source_dir}); use --max_len={longest} or less")
+    if s.eval_batches:
+        raise ValueError("the demo scores the whole held-out text (its floor covers all of it): drop --eval_batches")
     source = _source_summary(s, source_dir, english_text(), en_valid, out / "cache")
 
     # --- 3./4. XPT and scratch on the same Korean data, steps, masks and evaluation
@@ -1228,10 +1238,12 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
     """The English source next to its floor: held-out English loss at [MASK] positions (evaluated here,
     with the source's own tokenizer) and the unigram floor of the same held-out text."""
     tok = tokenizers_mod.load_tokenizer(source_dir)
-    model = bert.BertForMaskedLM.from_pretrained(source_dir)
+    device = pick_device(s.device)
+    model = bert.BertForMaskedLM.from_pretrained(source_dir).to(device)
+    s = dataclasses.replace(s, max_len=_max_len(model.config))  # score it at its own sequence length
     _, valid = build_datasets(s, tok, en_train, en_valid, cache)
     r = evaluate(model, valid, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
-                 batch_size=s.batch_size, device=pick_device(s.device))
+                 batch_size=s.batch_size, device=device)
     floor = _floor(s, tok, en_train, en_valid, cache)
     card = source_dir / "source.json"
     curve = json.loads(card.read_text())["curve"] if card.exists() else []
@@ -1243,6 +1255,11 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
           f"unigram floor {floor:.3f} ({r['loss'] - floor:+.3f} nat): learned context: "
           f"{learned_context(r['loss'], floor)}")
     return summary
+
+
+def _max_len(config):
+    """The longest sequence (specials included) a model's position table holds."""
+    return config.max_position_embeddings - (config.pad_token_id + 1 if config.is_roberta else 0)
 
 
 def _read_evals(arm_dir):
