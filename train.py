@@ -1066,6 +1066,8 @@ def run_demo(s, given=()):
     if "lr" in given and "scratch_lr" not in given:
         s = dataclasses.replace(s, scratch_lr=s.lr)  # one learning rate given: both arms use it
     if s.stage == "source":
+        if s.source not in ("", "shipped", "pretrain"):
+            print(f"(--stage=source pretrains the English source here; --source={s.source} is not used)")
         s = dataclasses.replace(s, source="pretrain")
     en_vocab, ko_vocab = p["en_vocab"][s.tokenizer], p["ko_vocab"][s.tokenizer]
     data = HERE / "data"
@@ -1122,7 +1124,8 @@ def run_demo(s, given=()):
                   f"{s.source_steps} steps; --source=pretrain runs that stage here)" if s.source == "shipped" else "")
                + ". It stands in for the big English model of the paper.")
     if s.stage == "source":
-        print(f"\nthe source model is in {source_dir}; to make it the shipped one: {REBUILD_SOURCE}")
+        print(f"\nthe source model is in {source_dir}; to make it the shipped one: "
+              f"rm -rf {SHIPPED_SOURCE} && cp -r {source_dir} {SHIPPED_SOURCE}")
         return
     if not (source_dir / "config.json").exists():
         raise FileNotFoundError(f"no source model in {source_dir}: run the 'source' stage first "
