@@ -27,6 +27,7 @@ Differs from the references (RoBERTa/BERT training code):
 """
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -499,10 +500,22 @@ def unigram_loss(train_ids, valid_ids, vocab_size, special_ids=()):
     return float(-np.log(p[valid_ids]).mean())
 
 
+def majority_accuracy(train_ids, valid_ids, special_ids=()):
+    """The accuracy floor beside `unigram_loss`: always guess the most frequent training token (specials
+    left out); the share of held-out tokens that guess gets right."""
+    special = set(int(i) for i in special_ids)
+    train_ids = [int(t) for t in np.asarray(train_ids) if int(t) not in special]
+    valid_ids = [int(t) for t in np.asarray(valid_ids) if int(t) not in special]
+    if not train_ids or not valid_ids:
+        raise ValueError("need non-special tokens in both the training and the held-out text")
+    top = int(np.bincount(train_ids).argmax())
+    return sum(t == top for t in valid_ids) / len(valid_ids)
+
+
 def eval_mask_groups(input_ids, *, vocab_size, special_ids, mlm_probability=0.15, word_starts=None):
     """Split the maskable held-out positions into k = round(1 / mlm_probability) groups (a fixed seed:
     the groups depend on the held-out data alone, never on a run's seed). Masking one group at a time
-    predicts every held-out token exactly once, at mlm_probability of the tokens per pass. Returns
+    predicts every held-out token exactly once, about 1/k of the tokens per pass. Returns
     (groups (B, T) with -1 at special positions, k). With word_starts, a word's pieces share a group."""
     k = max(1, round(1 / mlm_probability))
     special = torch.zeros(vocab_size, dtype=torch.bool)
@@ -527,8 +540,7 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     unigram floor F by about half a nat (~0.9 F + 0.1 ln 4) by copying it. With [MASK] everywhere, F
     (`unigram_loss`) is what ignoring the context is worth (a reference level, not a strict bound: a
     context-free model can land a little below smoothed counts), and every model is scored on exactly
-    the same task (train_loop
-    keeps mlm_probability at 0.15 here whatever the training's masking rate)."""
+    the same task (train_loop keeps mlm_probability at 0.15 here whatever the training's masking rate)."""
     was_training = model.training
     model.eval()
     groups, k = eval_mask_groups(data["input_ids"], vocab_size=vocab_size, special_ids=special_ids,
@@ -956,7 +968,7 @@ PRESETS = {
         source="shipped", hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512,
         source_steps=15000, source_lr=1e-3, en_vocab={"bpe": 4000, "wordpiece": 4000},
         # every run: 40% of the tokens masked (Wettig et al. 2023, arXiv:2202.08005: more signal per
-        # step; evaluation still masks 15% at a time), sequences of 32 tokens, 64 per batch
+        # step; evaluation still masks ~1/7 at a time), sequences of 32 tokens, 64 per batch
         mlm_probability=0.4, max_len=32, batch_size=64,
         # Korean: the same steps, data, masks and evaluation for both arms, each at its own tuned lr
         ko_vocab={"bpe": 2000, "wordpiece": 3000},
@@ -1038,11 +1050,11 @@ def _retrying(fn, what, directory):
 
 
 def _floor(s, tok, train_path, valid_path, cache):
-    """The unigram floor of held-out text under `tok`, counts from the training text (cached ids)."""
+    """(unigram loss, majority accuracy) of held-out text under `tok`, counts from the training text."""
     key = fingerprint(tok)
     tr, _ = tokenize_documents(read_documents(train_path), tok, cache, key)
     va, _ = tokenize_documents(read_documents(valid_path), tok, cache, key)
-    return unigram_loss(tr, va, len(tok), tok.special_ids)
+    return unigram_loss(tr, va, len(tok), tok.special_ids), majority_accuracy(tr, va, tok.special_ids)
 
 
 def run_demo(s, given=()):
@@ -1073,7 +1085,8 @@ def run_demo(s, given=()):
     data = HERE / "data"
     max_docs = p.get("max_docs")
 
-    def english_text():  # the source's English (~2 MB with the stdlib's prose: read only when needed)
+    @functools.cache
+    def english_text():  # the source's English (~2 MB with the stdlib's prose: read once, only when needed)
         full = s.preset == "default" or s.source == "shipped"  # the shipped source's text, whatever the preset
         docs = read_documents(data / "en_train.txt")[:None if full else max_docs]
         return _write_lines(out / "corpus" / "en_train.txt", docs + english_extra_docs() if full else docs)
@@ -1140,7 +1153,7 @@ def run_demo(s, given=()):
 
     # --- 3./4. XPT and scratch on the same Korean data, steps, masks and evaluation
     train_data, valid_data = build_datasets(s, ko_tok, ko_train, ko_valid, out / "cache")
-    ko_floor = _floor(s, ko_tok, ko_train, ko_valid, out / "cache")
+    ko_floor, ko_acc_floor = _floor(s, ko_tok, ko_train, ko_valid, out / "cache")
     n_target = s.phase1_steps + s.phase2_steps
     tokens_seen = n_target * s.batch_size * s.max_len
     scratch_s = dataclasses.replace(s, lr=s.scratch_lr or s.lr)
@@ -1184,12 +1197,14 @@ def run_demo(s, given=()):
     for r in rows:
         print("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)))
     print(f"(unigram floors: English {source['floor']:.3f}, Korean {ko_floor:.3f}; 'learned context: yes' = "
-          f"more than 0.1 nat below the floor)")
+          f"more than 0.1 nat below the floor;\n accuracy floors, always guessing the most frequent token: "
+          f"English {source['acc_floor']:.1%}, Korean {ko_acc_floor:.1%})")
     fx, fs = results["xpt"]["final"]["eval_loss"], results["scratch"]["final"]["eval_loss"]
     print()
     print(_reading(fx, fs, ko_floor, n_target))
     summary = {"preset": s.preset, "tokenizer": s.tokenizer, "eval_masking": "mask-only",
-               "unigram_loss": {"ko": ko_floor, "en": source["floor"]}, "source": source,
+               "unigram_loss": {"ko": ko_floor, "en": source["floor"]},
+               "majority_accuracy": {"ko": ko_acc_floor, "en": source["acc_floor"]}, "source": source,
                "target_steps": n_target, "seconds": round(time.time() - t0, 1), "arms": results}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {out / 'results.json'}")
@@ -1213,8 +1228,8 @@ def _reading(fx, fs, floor, steps):
             lines.append(f"{name} is not clearly below the unigram floor ({-below:+.3f} nat): it has learned "
                          f"little beyond Korean token frequencies.")
     if fx < fs and learned_context(fx, floor) == "yes":
-        lines.append("The reused English layers carry over: the same Korean data buys a better model (the "
-                     "paper's claim, here for\none seed, one size; the README gives the spread over seeds).")
+        lines.append("The reused English layers carry over: with the same Korean data and steps, XPT uses context "
+                     "that scratch\nhas not learned yet (one seed, one size; the README gives the spread over seeds).")
     return "\n".join(lines)
 
 
@@ -1247,12 +1262,12 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
     _, valid = build_datasets(s, tok, en_train, en_valid, cache)
     r = evaluate(model, valid, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
                  batch_size=s.batch_size, device=device)
-    floor = _floor(s, tok, en_train, en_valid, cache)
+    floor, acc_floor = _floor(s, tok, en_train, en_valid, cache)
     card = source_dir / "source.json"
     curve = json.loads(card.read_text())["curve"] if card.exists() else []
     best = min([r["loss"]] + [e["eval_loss"] for e in curve]) if curve else None
     summary = {"dir": str(source_dir), "final_loss": r["loss"], "best_loss": best, "acc": r["acc"],
-               "floor": floor}
+               "floor": floor, "acc_floor": acc_floor}
     how = f"made by `{REBUILD_SOURCE.split(' && ')[0]}`; see {card}" if card.exists() else "an external checkpoint"
     print(f"\nEnglish source {source_dir} ({how}):\n  held-out English loss {r['loss']:.3f} at [MASK] positions, "
           f"unigram floor {floor:.3f} ({r['loss'] - floor:+.3f} nat): learned context: "

@@ -67,6 +67,7 @@ def test_tiny_demo_from_a_fresh_clone(clone):
            for part in ("train", "valid")]
     floor = clone_train.unigram_loss(ids[0], ids[1], len(ko), ko.special_ids)
     assert res["unigram_loss"]["ko"] == pytest.approx(floor, abs=1e-9)  # the floor of the demo's own text
+    assert res["majority_accuracy"]["ko"] == clone_train.majority_accuracy(ids[0], ids[1], ko.special_ids)
     for arm in ("xpt", "scratch"):  # the printed reading agrees with the numbers
         row = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"Korean {arm} "))
         loss = res["arms"][arm]["final"]["eval_loss"]

@@ -400,6 +400,9 @@ def test_unigram_floor_by_hand():
     assert f == pytest.approx(math.log(28) / 2, abs=1e-12)
     with pytest.raises(ValueError, match="no .*tokens"):
         train.unigram_loss([2, 3], [0, 1, 1], vocab_size=6, special_ids=[0, 1])
+    # the accuracy floor: always guess the most frequent training token (2, three times); held out [2, 4]
+    assert train.majority_accuracy([0, 2, 2, 1, 2, 3, 1], [1, 2, 0, 4], special_ids=[0, 1]) == 0.5
+    assert train.majority_accuracy([3, 3, 2], [2, 2, 4], special_ids=[0, 1]) == 0.0
 
 
 def test_evaluation_masks_every_held_out_token_once_at_mask_positions():
