@@ -97,6 +97,12 @@ class BertConfig:
         return self.model_type in ROBERTA_LIKE
 
     @property
+    def max_len(self) -> int:
+        """The longest input (specials included) the position table holds: RoBERTa's positions start
+        after the pad id, so its first pad_token_id + 1 rows are never a real position."""
+        return self.max_position_embeddings - (self.pad_token_id + 1 if self.is_roberta else 0)
+
+    @property
     def emb_size(self) -> int:
         """E, the width of the embedding tables (hidden_size unless ALBERT's factorization is on)."""
         return self.hidden_size if self.embedding_size is None else self.embedding_size
@@ -612,9 +618,8 @@ class BertModel(_Pretrained):
             raise ValueError(f"input_ids must be an integer tensor of shape (batch, seq_len), got "
                              f"{getattr(input_ids, 'dtype', type(input_ids))} {tuple(getattr(input_ids, 'shape', ()))}")
         B, T = input_ids.shape
-        max_len = c.max_position_embeddings - (c.pad_token_id + 1 if c.is_roberta else 0)
-        if T > max_len:
-            raise ValueError(f"sequence length {T} exceeds the model's maximum of {max_len} positions")
+        if T > c.max_len:
+            raise ValueError(f"sequence length {T} exceeds the model's maximum of {c.max_len} positions")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= c.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {c.vocab_size}), got values in "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")

@@ -1143,7 +1143,7 @@ def run_demo(s, given=()):
     if not (source_dir / "config.json").exists():
         raise FileNotFoundError(f"no source model in {source_dir}: run the 'source' stage first "
                                 f"(python train.py --stage=source)")
-    longest = _max_len(bert.BertConfig.from_json_file(source_dir / "config.json"))
+    longest = bert.BertConfig.from_json_file(source_dir / "config.json").max_len
     if s.max_len > longest:
         raise ValueError(f"--max_len={s.max_len} is longer than the source model's {longest} positions "
                          f"({source_dir}); use --max_len={longest} or less")
@@ -1258,7 +1258,7 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
     tok = tokenizers_mod.load_tokenizer(source_dir)
     device = pick_device(s.device)
     model = bert.BertForMaskedLM.from_pretrained(source_dir).to(device)
-    s = dataclasses.replace(s, max_len=_max_len(model.config))  # score it at its own sequence length
+    s = dataclasses.replace(s, max_len=model.config.max_len)  # score it at its own sequence length
     _, valid = build_datasets(s, tok, en_train, en_valid, cache)
     r = evaluate(model, valid, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
                  batch_size=s.batch_size, device=device)
@@ -1273,11 +1273,6 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
           f"unigram floor {floor:.3f} ({r['loss'] - floor:+.3f} nat): learned context: "
           f"{learned_context(r['loss'], floor)}")
     return summary
-
-
-def _max_len(config):
-    """The longest sequence (specials included) a model's position table holds."""
-    return config.max_position_embeddings - (config.pad_token_id + 1 if config.is_roberta else 0)
 
 
 def _read_evals(arm_dir):

@@ -47,7 +47,7 @@ def split_losses(demo_dir, arm):
     (tokens that do not decode to whole characters), with the unigram floor of each part."""
     tok = tokenizer.load_tokenizer(demo_dir / "tokenizer_ko")
     model = bert.BertForMaskedLM.from_pretrained(demo_dir / arm / "model").eval()
-    s = train.Settings(max_len=model.config.max_position_embeddings - model.config.pad_token_id - 1)
+    s = train.Settings(max_len=model.config.max_len)
     _, valid = train.build_datasets(s, tok, demo_dir / "corpus" / "ko_train.txt", demo_dir / "corpus" / "ko_valid.txt")
     piece = np.array(["\ufffd" in tok.decode([i]) for i in range(len(tok))])
     groups, k = train.eval_mask_groups(valid["input_ids"], vocab_size=len(tok), special_ids=tok.special_ids)

@@ -126,8 +126,8 @@ def test_the_shipped_source_is_what_the_readme_says(tmp_path, capsys):
     assert size <= 8_000_000, f"{size:,} bytes"
     card = json.loads((d / "source.json").read_text())
     assert card["rebuild"] == train.REBUILD_SOURCE and train.REBUILD_SOURCE in (ROOT / "README.md").read_text()
-    cfg = json.loads((d / "config.json").read_text())
-    s = train.Settings(max_len=cfg["max_position_embeddings"] - cfg["pad_token_id"] - 1, batch_size=64)
+    import bert
+    s = train.Settings(max_len=bert.BertConfig.from_json_file(d / "config.json").max_len, batch_size=64)
     en_train = train._write_lines(tmp_path / "en_train.txt",  # the demo's English: ours + the stdlib's prose
                                   train.read_documents(ROOT / "data" / "en_train.txt") + train.english_extra_docs())
     summary = train._source_summary(s, d, en_train, ROOT / "data" / "en_valid.txt", None)
@@ -137,3 +137,9 @@ def test_the_shipped_source_is_what_the_readme_says(tmp_path, capsys):
     assert card["curve"][-1]["eval_loss"] == pytest.approx(summary["final_loss"], abs=0.002)
     if sys.version_info[:2] == (3, 11):
         assert summary["floor"] == pytest.approx(7.057, abs=0.002)
+
+
+def test_a_sequence_longer_than_the_source_is_refused(tmp_path):
+    import train
+    with pytest.raises(ValueError, match="--max_len=64 is longer than the source model's 32 positions"):
+        train.main(["--preset=tiny", "--source=shipped", "--max_len=64", "--stage=xpt", f"--out_dir={tmp_path}"])
