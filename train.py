@@ -102,6 +102,8 @@ class Settings:
     # --- bookkeeping
     eval_every: int = 100         # evaluate on the held-out slice every N steps (and at the end)
     eval_batches: int = 0         # held-out batches per evaluation; 0 = all of it
+    patience: int = 0             # stop when the held-out loss has not improved for N evaluations
+                                  # in a row, and keep the best weights; 0 = train all the steps
     log_every: int = 10           # write a JSONL log line every N steps
     ckpt_every: int = 100         # write a checkpoint every N steps (and at the end)
     seed: int = 1337              # everything random derives from it
@@ -592,18 +594,27 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     step_offset: where this run starts in a longer story (XPT's phase 2 starts at the end of phase 1):
     the data stream, the masks, the dropout seed, the evaluation points and the logged steps continue
     from there, while the learning-rate schedule is this run's own. Returns the evaluation results.
+    early stopping (s.patience > 0): the run stops once `patience` evaluations in a row have not beaten
+    the best held-out loss so far; the best weights are kept in best.pt while training and are the
+    model's weights (and final.pt's) when the run ends, stopped early or not. `steps` is then a cap,
+    and the learning-rate schedule still decays over all of it.
     """
     out_dir = Path(out_dir)
+    if s.patience < 0:
+        raise ValueError(f"patience must be >= 0 (0 = no early stopping), got {s.patience}")
+    if s.patience and not s.eval_every:
+        raise ValueError("early stopping (--patience) needs held-out evaluations: set --eval_every > 0")
     rank, world = distributed()
     device = pick_device(s.device)
     model.to(device)
     master = rank == 0
     ckpt_path, final_path, log_path = out_dir / "ckpt.pt", out_dir / "final.pt", out_dir / "log.jsonl"
+    best_path = out_dir / "best.pt"
     run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
                       world=world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
                       max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
                       whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing,
-                      step_offset=step_offset, eval="mask-only")
+                      step_offset=step_offset, eval="mask-only", patience=s.patience)
     if final_path.exists():
         state = load_checkpoint(final_path, run_config)
         model.load_state_dict(state["model"])
@@ -660,13 +671,18 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
 
     def run_eval():
         r = evaluate(model, valid_data, mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-                     special_ids=special_ids, batch_size=micro, device=device, max_batches=s.eval_batches,
+                     special_ids=special_ids, batch_size=max(micro, 64), device=device, max_batches=s.eval_batches,
                      word_starts=word_starts, autocast=autocast)
         r["step"] = step_offset + step
         evals.append(r)
         if master:
             _log(log_path, {"step": step_offset + step, "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"]})
         return r
+
+    def stalled():
+        """Early stopping: the last `patience` evaluations all failed to beat the best before them."""
+        losses = [e["loss"] for e in evals]
+        return 0 < s.patience < len(losses) and min(losses[-s.patience:]) >= min(losses[:-s.patience])
 
     model.train()
     bar = tqdm(total=steps, initial=step, desc=desc, disable=not master, dynamic_ncols=True, leave=True)
@@ -733,6 +749,10 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
             # (global steps, so that every arm of a comparison is evaluated at the same points)
             r = run_eval()
             bar.set_postfix(loss=f"{step_loss:.3f}", eval=f"{r['loss']:.3f}")
+            if s.patience and master and r["loss"] < min((e["loss"] for e in evals[:-1]), default=math.inf):
+                save_atomic({"model": model.state_dict(), "step": r["step"]}, best_path)
+            if stalled():
+                break
         if master and s.ckpt_every and step % s.ckpt_every == 0 and step != steps:
             checkpoint(ckpt_path)
             last_ckpt = step
@@ -740,13 +760,23 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
             import torch.distributed as dist
             dist.barrier()
     bar.close()
-    r = run_eval()
+    r = evals[-1] if evals and evals[-1]["step"] == step_offset + step else run_eval()
     if master:
         print(f"{desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
-              f"masked-token accuracy {r['acc']:.1%} after {steps} steps")
+              f"masked-token accuracy {r['acc']:.1%} after {step} steps")
+    if s.patience:
+        best = min(evals, key=lambda e: e["loss"])
+        if best is not r:  # the weights of the best evaluation replace the last ones
+            model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
+        if master:
+            why = f"stopped early: no better held-out loss in {s.patience} evaluations" if step < steps \
+                else "the step cap was reached"
+            print(f"{desc}: {why}; kept the weights of step {best['step']} (held-out loss {best['loss']:.4f})")
+    if master:
         checkpoint(final_path, done=True)
-        if ckpt_path.exists():
-            ckpt_path.unlink()
+        for path in (ckpt_path, best_path):
+            if path.exists():
+                path.unlink()
     return evals
 
 
@@ -929,8 +959,9 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
         n_train = sum(p.numel() for g in groups for p in g["params"])
         name = method if len(phases) == 1 else f"{method} phase {phase}"
         print(f"{name}: {steps} steps, {n_train:,} trainable parameters")
+        last = phase == phases[-1][0]  # early stopping (s.patience) applies to the last phase only
         ev = train_loop(model, train_data, valid_data, out_dir=out_dir / f"phase{phase}", steps=steps,
-                        tok_info=info, s=s, groups=groups, run_config={**cfg, "phase": phase},
+                        tok_info=info, s=s if last else dataclasses.replace(s, patience=0), groups=groups, run_config={**cfg, "phase": phase},
                         desc=name, step_offset=offset)
         offset += steps
         evals.extend({**e, "phase": phase} for e in ev)

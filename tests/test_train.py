@@ -279,6 +279,51 @@ def test_generic_module_trains_and_logs(tok, corpus, tmp_path):
     assert (tmp_path / "final.pt").exists() and not (tmp_path / "ckpt.pt").exists()
 
 
+class Scripted(torch.nn.Module):
+    """Its held-out loss follows `script` (one value per training step taken); its one weight moves
+    at every training step, so the weights of each step are told apart."""
+    def __init__(self, script, vocab):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.script, self.vocab, self.steps, self.seen = script, vocab, 0, []
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **_):
+        target = labels[labels != -100]
+        if self.training:
+            self.steps += 1
+            self.seen.append(self.w.item())  # the weight before this step
+            return Out(self.w.sum(), None)
+        loss = self.script[self.steps - 1]  # cross-entropy exactly `loss`: right class 0, the others c
+        c = math.log((math.exp(loss) - 1) / (self.vocab - 1))
+        logits = torch.full((len(target), self.vocab), c)
+        logits[torch.arange(len(target)), target] = 0.0
+        return Out(None, logits)
+
+
+def test_early_stopping_keeps_the_best_weights_and_resumes_as_finished(tok, corpus, tmp_path):
+    script = [5.0, 4.0, 4.5, 3.5, 3.6, 3.5, 3.8, 3.0, 2.0, 1.0]
+    s = tiny_settings(steps=10, eval_every=1, patience=3, lr=0.1)
+    tr, va = train.build_datasets(s, tok, corpus)
+    info = train.tokenizer_info(tok, s)
+    m = Scripted(script, len(tok))
+    evals = train.train_loop(m, tr, va, out_dir=tmp_path, steps=10, tok_info=info, s=s)
+    # best 3.5 at step 4 (a tie at step 6 is no improvement); steps 5, 6, 7 do not beat it: stop at 7
+    assert [e["step"] for e in evals] == [1, 2, 3, 4, 5, 6, 7]
+    assert [round(e["loss"], 6) for e in evals] == script[:7]
+    assert m.steps == 7 and m.w.item() == m.seen[4] != m.seen[7 - 1]  # the weights after step 4
+    assert (tmp_path / "final.pt").exists() and not (tmp_path / "best.pt").exists()
+    again = Scripted(script, len(tok))  # a rerun finds final.pt: the kept weights, nothing trained
+    assert train.train_loop(again, tr, va, out_dir=tmp_path, steps=10, tok_info=info, s=s) == evals
+    assert again.steps == 0 and again.w.item() == m.w.item()
+    full = Scripted(script, len(tok))  # without patience every step runs and the last weights stay
+    train.train_loop(full, tr, va, out_dir=tmp_path / "full", steps=10, tok_info=info,
+                     s=train.dataclasses.replace(s, patience=0))
+    assert full.steps == 10 and full.w.item() != m.w.item()
+    with pytest.raises(ValueError, match="patience must be >= 0"):
+        train.train_loop(full, tr, va, out_dir=tmp_path / "bad", steps=2, tok_info=info,
+                         s=train.dataclasses.replace(s, patience=-1))
+
+
 def _cmd(out_dir, corpus, steps):
     return [sys.executable, str(ROOT / "train.py"), "--task=mlm", f"--corpus={corpus}", f"--out_dir={out_dir}",
             f"--steps={steps}", "--ckpt_every=7", "--eval_every=50", *TINY]
