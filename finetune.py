@@ -215,13 +215,14 @@ def _groups(model, weight_decay):
     return [{k: v for k, v in g.items() if k != "lr_scale"} for g in train.default_groups(model, weight_decay)]
 
 
-def finetune(model, examples, s, pad_id, *, teacher=None, desc="fine-tune"):
+def finetune(model, examples, s, pad_id, *, teacher=None, desc="fine-tune", on_epoch=None):
     """Train `model` (a BertForSequenceClassification) on `examples` = [(ids, label id)] and return
     the per-step losses. With `teacher`, distil instead: examples may be unlabeled, and the loss is
     distill_loss(student, teacher) on each batch (s.distill_loss, s.temperature).
 
     The order of the rows is a fixed permutation per epoch seeded by s.seed, so two runs with the same
-    settings see the same batches."""
+    settings see the same batches. on_epoch(epoch) is called after each full pass over the rows (epoch =
+    1, 2, ...; e.g. to pick the number of epochs on a dev split within one schedule)."""
     if not examples:
         raise ValueError("no training examples")
     device = train.pick_device(s.device)
@@ -258,6 +259,8 @@ def finetune(model, examples, s, pad_id, *, teacher=None, desc="fine-tune"):
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_epoch is not None and (step + 1) % per_epoch == 0:
+            on_epoch((step + 1) // per_epoch)
     bar.close()
     return losses
 
