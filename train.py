@@ -731,8 +731,10 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
                 else "no checkpoint was written yet"
             raise NonFiniteLossError(f"loss is {step_loss} at step {step + 1} ({desc}); stopping; {where}")
 
-        if s.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+        # the gradient norm before clipping (logged: a spike or a drift shows here first); max_norm=inf
+        # measures without clipping
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   s.max_grad_norm if s.max_grad_norm > 0 else math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -741,7 +743,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
         if master and (step % s.log_every == 0 or step == steps):
             dt = max(time.time() - t_last, 1e-9)
             tps = tokens_since / dt
-            _log(log_path, {"step": step_offset + step, "loss": step_loss, "lr": s.lr * lr_mult, "tokens_per_s": round(tps)})
+            _log(log_path, {"step": step_offset + step, "loss": step_loss, "grad_norm": float(grad_norm),
+                            "lr": s.lr * lr_mult, "tokens_per_s": round(tps)})
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}")
             t_last, tokens_since = time.time(), 0
         bar.update(1)
