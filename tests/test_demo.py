@@ -29,7 +29,7 @@ def clone(tmp_path_factory):
     dest = tmp_path_factory.mktemp("clone") / "xpt"
     r = subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], capture_output=True, text=True)
     if r.returncode != 0 or not (dest / "train.py").exists():
-        pytest.skip(f"could not clone: {r.stderr[-300:]}")
+        pytest.fail(f"could not clone the repository: {r.stderr[-300:]}")
     return dest
 
 
@@ -39,6 +39,7 @@ def run_demo(cwd, *args):
                           text=True, env=env, timeout=300)
 
 
+@pytest.mark.may_skip_in_ci  # (only when the tests run outside a git checkout)
 def test_tiny_demo_from_a_fresh_clone(clone):
     t = time.time()
     r = run_demo(clone)
@@ -81,13 +82,17 @@ def test_tiny_demo_from_a_fresh_clone(clone):
     assert re.search(r"(XPT|scratch) is (not clearly below|[0-9.]+ nat below) the unigram floor", r.stdout)
     assert elapsed < 90, f"the tiny demo took {elapsed:.0f} s"
 
-    # a rerun reuses every cached stage: nothing is trained again
-    r2 = run_demo(clone, "--stage=compare")
+    # the same command again reuses every cached stage (tokenizers, source, both arms): nothing is
+    # trained again (a training run prints "... after N steps"), and the results are the same
+    assert len(re.findall(r"after \d+ steps", r.stdout)) >= 3, "the first run trained source, xpt, scratch"
+    r2 = run_demo(clone)
     assert r2.returncode == 0, r2.stderr[-2000:]
-    assert "training a" not in r2.stdout and "parameters, " not in r2.stdout
-    assert json.loads((out / "results.json").read_text())["arms"]["xpt"]["final"] == res["arms"]["xpt"]["final"]
+    assert "training a" not in r2.stdout and not re.search(r"after \d+ steps", r2.stdout), r2.stdout[-3000:]
+    again = json.loads((out / "results.json").read_text())
+    assert again["arms"] == res["arms"] and again["unigram_loss"] == res["unigram_loss"]
 
 
+@pytest.mark.may_skip_in_ci  # (only when the tests run outside a git checkout)
 def test_bad_settings_fail_clearly(clone):
     r = run_demo(clone, "--stepz=3")
     assert r.returncode != 0 and "unknown setting 'stepz'" in r.stderr

@@ -1,5 +1,6 @@
 """finetune.py: TSV parsing and its errors, the loop learns a separable toy task, distillation, the CLI."""
 import json
+import math
 import random
 import warnings
 
@@ -138,13 +139,26 @@ def test_distillation_moves_student_towards_teacher(tok, kind):
 
 
 def test_distill_loss_values():
-    s, t = torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 2.0]])
-    assert finetune.distill_loss(s, t, "mse").item() == 0.0
-    # soft cross-entropy of a distribution with itself is its entropy (times T^2), the minimum
-    same = finetune.distill_loss(s, t, "soft_ce", 2.0)
-    assert same < finetune.distill_loss(torch.tensor([[2.0, 1.0]]), t, "soft_ce", 2.0)
+    """Against values worked out by hand (math, not torch), on logits that are not mirror images, so
+    swapped arguments, a missing T^2, a wrong temperature or a sum instead of a mean all fail."""
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    teacher = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    # mse: mean over all 6 entries of (s - t)^2 = (1 + 4 + 1 + 0 + 0 + 9) / 6
+    assert finetune.distill_loss(student, teacher, "mse").item() == pytest.approx(15 / 6)
+
+    def soft_ce_by_hand(s_row, t_row, T):
+        p = [math.exp(x / T) for x in t_row]
+        p = [x / sum(p) for x in p]                                 # the teacher's softened distribution
+        log_z = math.log(sum(math.exp(x / T) for x in s_row))
+        return -sum(pi * (x / T - log_z) for pi, x in zip(p, s_row)) * T * T
+    for T in (1.0, 2.0, 4.0):
+        want = (soft_ce_by_hand([1, 0, -1], [0, 2, 0], T) + soft_ce_by_hand([0, 0, 0], [0, 0, 3], T)) / 2
+        got = finetune.distill_loss(student, teacher, "soft_ce", T).item()
+        assert got == pytest.approx(want, rel=1e-5), (T, got, want)
+    swapped = finetune.distill_loss(teacher, student, "soft_ce", 2.0).item()
+    assert abs(swapped - finetune.distill_loss(student, teacher, "soft_ce", 2.0).item()) > 0.1
     with pytest.raises(ValueError, match="distill_loss"):
-        finetune.distill_loss(s, t, "kl")
+        finetune.distill_loss(student, teacher, "kl")
 
 
 def test_shrink_keeps_first_and_last():

@@ -356,42 +356,123 @@ def test_sigkill_and_rerun_is_bit_identical(corpus, tmp_path):
     assert steps_logged == list(range(1, steps + 1)), "the log has each step exactly once"
 
 
-def test_ddp_two_processes_match_one(corpus, tmp_path):
+def test_ddp_with_accumulation_matches_one_process(corpus, tmp_path):
+    """Two processes x 2 accumulated micro-batches of 3 rows = one process with batches of 12: the same
+    loss, the same gradient norm (a missing `* world` in the loss weighting halves it; Adam would hide
+    that in the weights) and the same final weights (rows read twice or skipped would not). (no_sync
+    only saves communication: averaging after every micro-batch gives the same sum, so no number shows it.)"""
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed unavailable")
     common = ["--dropout=0.0", "--steps=6", "--ckpt_every=0", "--eval_every=0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(_cmd(tmp_path / "one", corpus, 6) + common + ["--batch_size=6"],
+    one = subprocess.run(_cmd(tmp_path / "one", corpus, 6) + common + ["--batch_size=12"],
                          capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                          *_cmd(tmp_path / "two", corpus, 6)[1:], *common, "--batch_size=3"],
+                          *_cmd(tmp_path / "two", corpus, 6)[1:], *common, "--batch_size=3", "--grad_accum=2"],
                          capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
 
-    def losses(d):
-        return [json.loads(x)["loss"] for x in (d / "run" / "log.jsonl").read_text().splitlines()
-                if "loss" in json.loads(x)]
-    l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
-    assert len(l1) == len(l2) == 6
-    assert np.allclose(l1, l2, atol=1e-4), (l1, l2)
+    def logged(d, key):
+        return [r[key] for r in train.read_log(d / "run" / "log.jsonl") if key in r]
+    for key in ("loss", "grad_norm"):
+        a, b = logged(tmp_path / "one", key), logged(tmp_path / "two", key)
+        assert len(a) == len(b) == 6 and np.allclose(a, b, rtol=1e-4), (key, a, b)
+    wa = torch.load(tmp_path / "one" / "run" / "final.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "two" / "run" / "final.pt", weights_only=True)["model"]
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), (k, (wa[k] - wb[k]).abs().max())
 
 
-def test_xpt_phases_continue_the_data_and_resume_exactly_between_phases(tok, corpus, tmp_path):
+class Recorder(torch.nn.Module):
+    """Records the (masked inputs, labels) of every training step; its loss trains one weight (held
+    out, it predicts uniformly)."""
+    def __init__(self, vocab):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.vocab, self.seen, self.evaluated = vocab, [], []
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **_):
+        if not self.training:
+            self.evaluated.append((input_ids.clone(), labels.clone()))
+            return Out(None, torch.zeros(int((labels != -100).sum()), self.vocab))
+        self.seen.append((input_ids.clone(), labels.clone()))
+        return Out(self.w.sum(), None)
+
+
+def test_whole_word_masking_through_the_loop(tok, corpus, tmp_path):
+    """--whole_word=true end to end: the loop masks every piece of a chosen word, never a special token,
+    and replaces the chosen pieces 80/10/10 ([MASK] / random / unchanged)."""
+    s = tiny_settings(whole_word=True, mlm_probability=0.3, batch_size=8)
+    tr, va = train.build_datasets(s, tok, corpus)
+    info = train.tokenizer_info(tok, s)
+    rec = Recorder(len(tok))
+    train.train_loop(rec, tr, va, out_dir=tmp_path, steps=40, tok_info=info, s=s)
+    inputs = torch.cat([i for i, _ in rec.seen])
+    labels = torch.cat([lab for _, lab in rec.seen])
+    original = torch.where(labels != -100, labels, inputs)
+    chosen = labels != -100
+    special = torch.isin(original, torch.tensor(tok.special_ids))
+    assert not (chosen & special).any()
+    starts = info["word_starts"][original]
+    cont = ~starts[:, 1:] & ~special[:, :-1]  # a continuation piece right after a piece of its word
+    assert cont.any() and torch.equal(chosen[:, 1:][cont], chosen[:, :-1][cont])
+    got = inputs[chosen]
+    frac_mask = (got == tok.mask_id).float().mean().item()
+    frac_same = (got == labels[chosen]).float().mean().item()
+    assert 0.74 < frac_mask < 0.86 and 0.05 < frac_same < 0.16, (frac_mask, frac_same)
+    assert 0.2 < chosen[~special].float().mean().item() < 0.4
+
+
+def test_every_run_is_evaluated_on_the_same_masked_inputs(tok, corpus, tmp_path):
+    """What makes XPT vs scratch fair: two runs with other seeds (other training masks, other data order)
+    are scored on exactly the same held-out inputs and targets, at every evaluation."""
+    s = tiny_settings(eval_every=2)
+    tr, va = train.build_datasets(s, tok, corpus)
+    info = train.tokenizer_info(tok, s)
+    a, b = Recorder(len(tok)), Recorder(len(tok))
+    train.train_loop(a, tr, va, out_dir=tmp_path / "a", steps=4, tok_info=info, s=s)
+    train.train_loop(b, tr, va, out_dir=tmp_path / "b", steps=4, tok_info=info, s=train.dataclasses.replace(s, seed=7))
+    assert not torch.equal(a.seen[0][0], b.seen[0][0]), "the training inputs differ"
+    assert len(a.evaluated) == len(b.evaluated) > 0
+    for (ia, la), (ib, lb) in zip(a.evaluated, b.evaluated):
+        assert torch.equal(ia, ib) and torch.equal(la, lb)
+    n = len(a.evaluated) // 2  # the evaluations at step 2 and at step 4 are the same task too
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(a.evaluated[:n], a.evaluated[n:]))
+
+
+def test_a_run_with_step_offset_continues_the_data_and_masks(tok, corpus, tmp_path):
+    """train_loop(step_offset=3) sees exactly the rows and masks of steps 4..6 of one long run (what
+    XPT's phase 2 relies on), not a replay of steps 1..3."""
+    s = tiny_settings(mlm_probability=0.3)
+    tr, va = train.build_datasets(s, tok, corpus)
+    info = train.tokenizer_info(tok, s)
+    whole, later = Recorder(len(tok)), Recorder(len(tok))
+    train.train_loop(whole, tr, va, out_dir=tmp_path / "whole", steps=6, tok_info=info, s=s)
+    train.train_loop(later, tr, va, out_dir=tmp_path / "later", steps=3, tok_info=info, s=s, step_offset=3)
+    assert len(whole.seen) == 6 and len(later.seen) == 3
+    for (a_in, a_lab), (b_in, b_lab) in zip(whole.seen[3:], later.seen):
+        assert torch.equal(a_in, b_in) and torch.equal(a_lab, b_lab)
+    assert not torch.equal(whole.seen[0][0], later.seen[0][0])
+
+
+def test_xpt_phases_continue_the_data_and_resume_exactly_between_phases(tok, corpus, tmp_path, monkeypatch):
     """Phase 2 continues the data stream where phase 1 stopped (not a replay of its batches), and a run
     killed between the phases (phase 1 finished, phase 2 not started) ends bit-identical."""
     s = tiny_settings(phase1_steps=3, phase2_steps=3, eval_every=0)
     tr, va = train.build_datasets(s, tok, corpus)
     src_model = tiny_model(tok, s)
     src_model.save_pretrained(tmp_path / "src")
+    offsets, loop = [], train.train_loop
+    monkeypatch.setattr(train, "train_loop", lambda *a, **kw: offsets.append(kw["step_offset"]) or loop(*a, **kw))
     _, evals = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "a")
+    assert offsets == [0, 3], "phase 2 starts where phase 1 stopped (see the step_offset test above)"
+    monkeypatch.setattr(train, "train_loop", loop)
     assert [(e["phase"], e["step"]) for e in evals] == [(1, 3), (2, 6)]
     log2 = train.read_log(tmp_path / "a" / "phase2" / "log.jsonl")
     assert [r["step"] for r in log2 if "loss" in r] == [4, 5, 6]
-    # same rows? phase 2's first batch is the global batch of step 3, not of step 0
-    assert not torch.equal(train.batch_indices(len(tr["input_ids"]), 3, 4, s.seed),
-                           train.batch_indices(len(tr["input_ids"]), 0, 4, s.seed))
     train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "b")
     import shutil
     shutil.rmtree(tmp_path / "b" / "phase2")          # "killed" right after phase 1 finished
@@ -401,6 +482,120 @@ def test_xpt_phases_continue_the_data_and_resume_exactly_between_phases(tok, cor
     a = torch.load(tmp_path / "a" / "phase2" / "final.pt", weights_only=True)["model"]
     for k, v in m.state_dict().items():
         assert torch.equal(a[k], v), k
+
+
+def test_phase_1_leaves_every_reused_tensor_bit_identical_and_phase_2_moves_them(tok, corpus, tmp_path):
+    """Through run_xpt's real loop (AdamW, weight decay, clipping): after phase 1 every tensor copied
+    from the source (encoder layers, positions, segments, every LayerNorm, the MLM transform) equals the
+    source's bit for bit; after phase 2 none does."""
+    s = tiny_settings(phase1_steps=3, phase2_steps=3, eval_every=0, weight_decay=0.1)
+    tr, va = train.build_datasets(s, tok, corpus)
+    src = tiny_model(tok, s)
+    src.save_pretrained(tmp_path / "src")
+    model, _ = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "x")
+    p1 = torch.load(tmp_path / "x" / "phase1" / "final.pt", weights_only=True)["model"]
+    source = src.state_dict()
+
+    def source_name(n):  # layer i of the xpt model is layer i - itl_layers of the source
+        if n.startswith("bert.layers."):
+            i = int(n.split(".")[2])
+            return n.replace(f"layers.{i}.", f"layers.{i - s.itl_layers}.", 1)
+        return n
+    reused = sorted(model.xpt["reused"])
+    kinds = {"position_embeddings", "token_type_embeddings", "embeddings.layer_norm", "attn_norm", "ffn_norm",
+             "query", "head.dense", "head.layer_norm"}
+    assert all(any(k in n for n in reused) for k in kinds), reused
+    for n in reused:
+        assert torch.equal(p1[n], source[source_name(n)]), n
+    final = model.state_dict()
+    moved = [n for n in reused if not torch.equal(final[n], source[source_name(n)])]
+    assert moved == reused
+
+
+def test_a_run_stopped_inside_xpt_phase_2_with_accumulation_resumes_bit_identical(tok, corpus, tmp_path,
+                                                                                     monkeypatch):
+    """Stopped in the middle of phase 2 (after its step-2 checkpoint, inside step 4), with gradient
+    accumulation and dropout on, the rerun ends with the same weights as a run that never stopped."""
+    s = tiny_settings(phase1_steps=3, phase2_steps=6, eval_every=0, ckpt_every=2, grad_accum=2, batch_size=3)
+    tr, va = train.build_datasets(s, tok, corpus)
+    tiny_model(tok, train.dataclasses.replace(s, dropout=0.1)).save_pretrained(tmp_path / "src")
+    whole, _ = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "whole")
+
+    calls, lr_at = [], train.lr_at
+
+    def dying_lr_at(*a):  # called once per step: phase 1 takes 3, then die in phase 2's 4th step
+        calls.append(a)
+        if len(calls) == 3 + 4:
+            raise KeyboardInterrupt("stopped")
+        return lr_at(*a)
+    monkeypatch.setattr(train, "lr_at", dying_lr_at)
+    with pytest.raises(KeyboardInterrupt):
+        train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "stopped")
+    monkeypatch.setattr(train, "lr_at", lr_at)
+    assert (tmp_path / "stopped" / "phase2" / "ckpt.pt").exists()
+    assert not (tmp_path / "stopped" / "phase2" / "final.pt").exists()
+    torch.manual_seed(999)  # another RNG history: the checkpoint's RNG state must be what counts
+    resumed, _ = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "stopped")
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_learning_rate_warms_up_decays_and_restarts_in_each_phase(tok, corpus, tmp_path):
+    # lr_at: linear warm-up over 4 steps to the peak, then linear decay to 0 at step 10
+    assert [train.lr_at(i, 10, 4) for i in range(10)] == pytest.approx(
+        [0.25, 0.5, 0.75, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    # through run_xpt: each phase has its own schedule (warm-up 34% of its steps: 1 of 4, then 2 of 6)
+    s = tiny_settings(phase1_steps=4, phase2_steps=6, warmup=0.34, lr=1e-2)
+    tr, va = train.build_datasets(s, tok, corpus)
+    tiny_model(tok, s).save_pretrained(tmp_path / "src")
+    train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "x")
+    logged = [r["lr"] for phase in ("phase1", "phase2")
+              for r in train.read_log(tmp_path / "x" / phase / "log.jsonl") if "loss" in r]
+    assert logged == pytest.approx([1e-2 * x for x in [1, 1, 2 / 3, 1 / 3, 1 / 2, 1, 1, 3 / 4, 2 / 4, 1 / 4]])
+
+
+def test_init_shared_through_run_xpt_copies_the_rows_of_tokens_both_vocabularies_spell_alike(tok, corpus, tmp_path):
+    """--init_shared: run_xpt reads the source's own tokenizer from its folder and starts every target
+    token spelled the same (same role) at the source's vector; the others start fresh."""
+    s = tiny_settings(phase1_steps=0, phase2_steps=0, init_shared=True)  # no step: the starting point
+    src = tiny_model(tok, s)
+    src.save_pretrained(tmp_path / "src")
+    tok.save(tmp_path / "src")
+    docs = train.read_documents(corpus)
+    target = BPETokenizer.train(docs[::3] + ["Mina cooked quietly at dawn."], 285)
+    tr, va = train.build_datasets(s, target, corpus)
+    model, _ = train.run_xpt(s, tmp_path / "src", target, tr, va, tmp_path / "x")
+    w, sw = model.bert.embeddings.word_embeddings.weight, src.bert.embeddings.word_embeddings.weight
+    shared = {j: tok.token_to_id(target.id_to_token(j)) for j in range(len(target))
+              if j not in target.special_ids and tok.token_to_id(target.id_to_token(j)) is not None}
+    assert 50 < len(shared) < len(target) - len(target.special_ids), len(shared)  # some shared, some not
+    for j, i in shared.items():
+        assert torch.equal(w[j], sw[i]), target.id_to_token(j)
+    fresh = [j for j in range(len(target)) if j not in shared and j not in target.special_ids]
+    assert fresh and not any(torch.equal(w[j], sw[min(j, len(sw) - 1)]) for j in fresh)
+    off, _ = train.run_xpt(train.dataclasses.replace(s, init_shared=False), tmp_path / "src", target, tr, va,
+                           tmp_path / "y")
+    assert not torch.equal(off.bert.embeddings.word_embeddings.weight[list(shared)], sw[list(shared.values())])
+
+
+def test_reused_lr_scale_slows_the_copied_parameters_in_phase_2(tok, corpus, tmp_path):
+    """--reused_lr_scale through run_xpt: in phase 2 the parameters copied from the source move ~100x
+    less at scale 0.01 than at 1, while the new ones (words, ITLs) move as much as before."""
+    s = tiny_settings(phase1_steps=2, phase2_steps=4, eval_every=0)
+    tr, va = train.build_datasets(s, tok, corpus)
+    tiny_model(tok, s).save_pretrained(tmp_path / "src")
+
+    def phase2_moves(scale):
+        d = tmp_path / f"scale{scale}"
+        train.run_xpt(train.dataclasses.replace(s, reused_lr_scale=scale), tmp_path / "src", tok, tr, va, d)
+        a = torch.load(d / "phase1" / "final.pt", weights_only=True)["model"]
+        b = torch.load(d / "phase2" / "final.pt", weights_only=True)["model"]
+        return {k: (b[k] - a[k]).abs().max().item() for k in a}
+    full, slow = phase2_moves(1.0), phase2_moves(0.01)
+    reused = [k for k in full if k.startswith("bert.layers.1.") and k.endswith("weight")]
+    new = ["bert.embeddings.word_embeddings.weight", "bert.layers.0.query.weight"]
+    assert reused and all(0 < slow[k] < 0.05 * full[k] for k in reused), {k: (slow[k], full[k]) for k in reused}
+    assert all(slow[k] > 0.3 * full[k] for k in new), {k: (slow[k], full[k]) for k in new}
 
 
 def test_embeddings_only_runs_as_one_phase(tok, corpus, tmp_path):
@@ -418,8 +613,12 @@ def test_nsp_packing_trains_bert_for_pretraining(tok, corpus, tmp_path):
     assert cfg.type_vocab_size == 2, "sentence pairs need two segment types, even in the RoBERTa flavour"
     torch.manual_seed(0)
     model = train.bert.BertForPreTraining(cfg)
+    assert set(tr["next_sentence_label"].tolist()) == {0, 1}, "both kinds of pair"
     evals = train.train_loop(model, tr, va, out_dir=tmp_path, steps=3, tok_info=train.tokenizer_info(tok, s), s=s)
-    assert evals[-1]["step"] == 3 and 0 < evals[-1]["loss"] < 20
+    # an untrained model: the logged training loss is MLM + NSP ~ ln V + ln 2; the held-out (MLM) ~ ln V
+    first = train.read_log(tmp_path / "log.jsonl")[0]["loss"]
+    assert first == pytest.approx(math.log(len(tok)) + math.log(2), abs=0.3), first
+    assert evals[-1]["step"] == 3 and evals[-1]["loss"] == pytest.approx(math.log(len(tok)), abs=0.3)
     with pytest.raises(ValueError, match="packing=full"):
         train.run_xpt(s, tmp_path, tok, tr, va, tmp_path / "x")
 

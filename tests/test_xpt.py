@@ -145,13 +145,18 @@ def test_reused_lr_scale_and_no_decay_groups(source):
     xpt.set_phase(m, 2)
     groups = xpt.optimizer_groups(m, weight_decay=0.01, reused_lr_scale=0.1)
     by_name = {n: g for g in groups for n in g["names"]}
-    assert by_name["bert.layers.1.attention.query.weight" if "bert.layers.1.attention.query.weight" in by_name
-                   else next(n for n in by_name if n.startswith("bert.layers.1.") and n.endswith("weight")
-                             and by_name[n]["weight_decay"] > 0)]["lr_scale"] == 0.1
-    assert by_name["bert.embeddings.word_embeddings.weight"]["lr_scale"] == 1.0
-    assert by_name["head.bias"]["weight_decay"] == 0.0
-    assert all(by_name[n]["weight_decay"] == 0.0 for n in by_name if "layer_norm" in n)
+    assert by_name.keys() == {n for n, _ in m.named_parameters()}, "every parameter in exactly one group"
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    new = {n for n in by_name if n.startswith(("bert.embeddings.word_embeddings.", "bert.layers.0.",
+                                                "bert.layers.3.", "head.bias"))}  # new words, the ITLs
+    for n, g in by_name.items():  # copied from the source: the scaled rate; new: the full rate
+        assert g["lr_scale"] == (1.0 if n in new else 0.1), n
+    for n, g in by_name.items():  # no decay on biases and on every LayerNorm (embeddings, attn, ffn, head)
+        no_decay = n.endswith(".bias") or any(k in n for k in ("layer_norm.", "attn_norm.", "ffn_norm."))
+        assert g["weight_decay"] == (0.0 if no_decay else 0.01), n
+    assert by_name["bert.layers.1.attn_norm.weight"]["weight_decay"] == 0.0
+    assert by_name["bert.layers.2.ffn_norm.weight"]["weight_decay"] == 0.0
+    assert by_name["bert.layers.1.query.weight"]["weight_decay"] == 0.01
 
 
 def test_report_lists_groups(source):
@@ -243,6 +248,24 @@ def test_roberta_positions_follow_a_different_pad_id():
     sw, w = src.bert.embeddings.position_embeddings.weight, m.bert.embeddings.position_embeddings.weight
     assert torch.equal(w[1:1 + 7], sw[2:2 + 7])
     assert m(ids).logits.shape == (2, 7, TARGET_V)
+
+
+@pytest.mark.parametrize("src_pad,tgt_pad", [(1, 0), (0, 3), (2, 2)])  # rows moved down, up, not at all
+def test_roberta_positions_in_a_forward_pass_match_the_source(src_pad, tgt_pad):
+    """Forward check of the position shift: for a padded batch, the position vectors the XPT model adds
+    to its real tokens are the ones the source adds at the same positions, whatever the two pad ids."""
+    torch.manual_seed(0)
+    src = BertForMaskedLM(BertConfig(**{**CFG, "model_type": "roberta", "pad_token_id": src_pad,
+                                        "type_vocab_size": 1}))
+    m = xpt.build_xpt(src, TARGET_V, target_pad_token_id=tgt_pad)
+    real = torch.ones(3, 9, dtype=torch.bool)
+    real[1, 6:], real[2, 2:] = False, False
+    src_ids = torch.where(real, torch.full((3, 9), 10), torch.full((3, 9), src_pad))
+    tgt_ids = torch.where(real, torch.full((3, 9), 10), torch.full((3, 9), tgt_pad))
+    se, te = src.bert.embeddings, m.bert.embeddings
+    want = se.position_embeddings(se.position_ids(src_ids))[real]
+    got = te.position_embeddings(te.position_ids(tgt_ids))[real]
+    assert torch.equal(got, want)
 
 
 def test_module_example_prints_what_its_comment_says():
