@@ -442,7 +442,7 @@ def default_groups(model, weight_decay):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in n.lower() or n.endswith("bias") else decay).append(p)
+            (no_decay if xpt.no_weight_decay(n, p) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
             {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
 
@@ -948,15 +948,9 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
            "data": data_sha(train_data, valid_data), "itl_layers": s.itl_layers,
            "reused_lr_scale": s.reused_lr_scale, "init_shared": bool(source_tok)}
     evals = []
-    phases = [(1, s.phase1_steps), (2, s.phase2_steps)]
-    if method in ("scratch", "xpt-one-phase"):
-        phases = [(2, s.phase1_steps + s.phase2_steps)]  # no frozen phase: one run of the same length
-    elif method == "embeddings-only":
-        phases = [(1, s.phase1_steps + s.phase2_steps)]  # frozen body throughout: one run, one schedule
+    phases = xpt.phases(method, s.phase1_steps, s.phase2_steps)
     offset = 0
     for phase, steps in phases:
-        if steps <= 0:
-            continue
         xpt.set_phase(model, phase)
         groups = xpt.optimizer_groups(model, s.weight_decay, s.reused_lr_scale if phase == 2 else 1.0)
         n_train = sum(p.numel() for g in groups for p in g["params"])

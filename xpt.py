@@ -240,6 +240,25 @@ def trainable_names(model, phase):
     return set(names)
 
 
+def phases(method, phase1_steps, phase2_steps):
+    """The training plan of `method`: [(phase, steps), ...] in order, each phase one run of the loop
+    with its own learning-rate schedule. Every method trains phase1_steps + phase2_steps in all, so the
+    baselines get exactly XPT's budget:
+      xpt, xpt-no-itl:        phase 1 (frozen body) then phase 2 (everything);
+      scratch, xpt-one-phase: one phase-2 run (no frozen phase) of the whole length;
+      embeddings-only:        one phase-1 run (body frozen throughout) of the whole length.
+    A phase of 0 steps is left out."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method in ("scratch", "xpt-one-phase"):
+        plan = [(2, phase1_steps + phase2_steps)]
+    elif method == "embeddings-only":
+        plan = [(1, phase1_steps + phase2_steps)]
+    else:
+        plan = [(1, phase1_steps), (2, phase2_steps)]
+    return [(phase, steps) for phase, steps in plan if steps > 0]
+
+
 def set_phase(model, phase):
     """Make exactly the parameters of `phase` trainable (requires_grad) and freeze the rest.
 
@@ -259,11 +278,17 @@ def set_phase(model, phase):
     return model
 
 
+def no_weight_decay(name, param):
+    """Biases and LayerNorm parameters (every 1-d tensor) get no weight decay (RoBERTa/BERT practice):
+    decaying a LayerNorm gain or a bias towards 0 has no regularising meaning. The one rule of the
+    project: train.py's groups use it too."""
+    return param.ndim < 2 or name.endswith(".bias")
+
+
 def optimizer_groups(model, weight_decay=0.01, reused_lr_scale=1.0):
     """AdamW parameter groups of the *trainable* parameters only.
 
-    - No weight decay on biases and LayerNorm parameters (RoBERTa/BERT practice): decaying a LayerNorm
-      gain towards 0 or a bias towards 0 has no regularising meaning.
+    - No weight decay on biases and LayerNorm parameters (`no_weight_decay`).
     - `reused_lr_scale` < 1 gives the parameters copied from the source a lower learning rate in phase
       2 (each group carries an "lr_scale" that train.py's schedule multiplies in).
     """
@@ -272,7 +297,7 @@ def optimizer_groups(model, weight_decay=0.01, reused_lr_scale=1.0):
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = p.ndim < 2 or "layer_norm" in n or n.endswith(".bias")
+        no_decay = no_weight_decay(n, p)
         scale = reused_lr_scale if n in reused else 1.0
         key = (no_decay, scale)
         groups.setdefault(key, {"params": [], "names": [], "weight_decay": 0.0 if no_decay else weight_decay,

@@ -159,6 +159,15 @@ def test_reused_lr_scale_and_no_decay_groups(source):
     assert by_name["bert.layers.1.query.weight"]["weight_decay"] == 0.01
 
 
+def test_each_method_has_its_phase_plan_with_the_same_total_steps():
+    assert xpt.phases("xpt", 3, 5) == xpt.phases("xpt-no-itl", 3, 5) == [(1, 3), (2, 5)]
+    assert xpt.phases("scratch", 3, 5) == xpt.phases("xpt-one-phase", 3, 5) == [(2, 8)]
+    assert xpt.phases("embeddings-only", 3, 5) == [(1, 8)]
+    assert xpt.phases("xpt", 0, 5) == [(2, 5)]  # an empty phase is left out
+    with pytest.raises(ValueError, match="unknown method"):
+        xpt.phases("xtp", 3, 5)
+
+
 def test_report_lists_groups(source):
     text = xpt.report(xpt.build_xpt(source, TARGET_V))
     for row in ("word embeddings", "ITL in", "ITL out", "encoder layers 1-2", "MLM decoder bias", "total"):
