@@ -158,7 +158,7 @@ class BertConfig:
         return cls(**kwargs)
 
     def to_json_file(self, path) -> None:
-        _atomic_write_bytes(Path(path), (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(path, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
     def from_json_file(cls, path) -> "BertConfig":
@@ -371,15 +371,22 @@ def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: Optional
     header["__metadata__"] = {"format": "pt", **(metadata or {})}  # HF refuses files without "format"
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)  # pad so the tensor data starts 8-byte aligned (allowed by the format)
-    _atomic_write_bytes(Path(path), struct.pack("<Q", len(h)) + h + b"".join(chunks))
+    atomic_write(path, struct.pack("<Q", len(h)) + h + b"".join(chunks))
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path, data) -> None:
+    """Write `data` (bytes, or a function that writes to a binary file) to a temp file in the same
+    folder, flush it to disk, then rename it over `path`: a reader, or a rerun after a crash mid-write,
+    sees the old complete file or the new complete file, never half of one. The project's one writer
+    of files that must not be torn (weights, configs, checkpoints, caches, results)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            data(f) if callable(data) else f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them "the" file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -588,7 +595,7 @@ class _Pretrained(nn.Module):
             tensors[(prefix if is_encoder else "") + k] = p
         d = config.to_dict()
         d["architectures"] = [self.hf_architecture[flavour]]
-        _atomic_write_bytes(directory / "config.json", (json.dumps(d, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(directory / "config.json", (json.dumps(d, indent=2, sort_keys=True) + "\n").encode())
         write_safetensors(directory / "model.safetensors", tensors)
 
 

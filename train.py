@@ -210,12 +210,8 @@ def tokenize_documents(docs, tok, cache_dir=None, key=""):
     lengths = np.array([len(c) for c in chunks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     ids = np.fromiter((t for c in chunks for t in c), dtype=dtype, count=int(offsets[-1]))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")  # unique: safe with several writers
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, ids=ids, offsets=offsets)
-        os.replace(tmp, path)
+    if path is not None:  # (a unique temp file per writer: safe with several processes)
+        bert.atomic_write(path, lambda f: np.savez(f, ids=ids, offsets=offsets))
     return ids, offsets
 
 
@@ -448,21 +444,8 @@ def default_groups(model, weight_decay):
 
 
 def save_atomic(obj, path):
-    """torch.save to a temp file in the same directory, then rename: a reader (or a rerun after a
-    crash mid-write) sees either the old complete file or the new complete file, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them "the" checkpoint
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """torch.save through bert.atomic_write (temp file, fsync, rename): never half a checkpoint."""
+    bert.atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path, run_config):
@@ -1234,7 +1217,7 @@ def run_demo(s, given=()):
                "unigram_loss": {"ko": ko_floor, "en": source["floor"]},
                "majority_accuracy": {"ko": ko_acc_floor, "en": source["acc_floor"]}, "source": source,
                "target_steps": n_target, "seconds": round(time.time() - t0, 1), "arms": results}
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    bert.atomic_write(out / "results.json", json.dumps(summary, indent=1).encode())
     print(f"wrote {out / 'results.json'}")
     _plot(results, ko_floor, out / "learning_curve.png")
 
@@ -1277,7 +1260,7 @@ def _write_source_card(s, source_out, en_train, en_valid):
                                                      "mlm_probability", "seed", "tokenizer")},
             "eval_masking": "mask-only",
             "curve": [{"step": r["step"], "eval_loss": r["eval_loss"]} for r in evals]}
-    (source_out / "model" / "source.json").write_text(json.dumps(card, indent=1) + "\n")
+    bert.atomic_write(source_out / "model" / "source.json", (json.dumps(card, indent=1) + "\n").encode())
 
 
 def _source_summary(s, source_dir, en_train, en_valid, cache):
