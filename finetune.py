@@ -9,8 +9,9 @@ Fine-tuning: sentence classification on [CLS], and distillation of a fine-tuned 
 Why a file of its own: train.py is the masked-LM story (packed sequences, dynamic masking, resumable
 steps, XPT phases). Classification has other data (TSV rows with labels), other batches (one sentence
 per row, padded to the longest in the batch), another metric (accuracy) and no resume; folding it into
-train.py would grow that file unreadable. This file reuses train.py's `--key=value` parser and its
-learning-rate schedule, and nothing else.
+train.py would grow that file unreadable. From train.py it reuses the `--key=value` parser and its
+--help, the learning-rate schedule (`lr_at`), the AdamW groups (`default_groups`), `pick_device`,
+`read_documents` and `NonFiniteLossError`.
 
 What is here, in reading order:
   1. Settings (`FinetuneSettings`), overridable as --key=value.
@@ -36,12 +37,11 @@ Differs from the references:
   - Teacher and student must share the tokenizer (same vocabulary); the student is "smaller" in depth
     or width, not in vocabulary.
 """
-import dataclasses
 import json
 import math
 import sys
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,22 +88,8 @@ class FinetuneSettings:
 
 def parse_args(argv):
     """--key=value overrides into FinetuneSettings (train.py's typed parser); --help lists them."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
-        raise SystemExit(0)
-    return train.parse_args(argv, FinetuneSettings())
-
-
-def help_text():
-    comments = {}
-    for line in Path(__file__).read_text().splitlines():
-        line = line.strip()
-        if ":" in line and "#" in line and "=" in line.split("#")[0]:
-            comments.setdefault(line.split(":", 1)[0].strip(), line.split("#", 1)[1].strip())
-    out = ["usage: python finetune.py --model=DIR --train=TSV --test=TSV [--key=value ...]", ""]
-    for f in fields(FinetuneSettings):
-        out.append(f"  --{f.name}={f.default!s:<10} {comments.get(f.name, '')}")
-    return "\n".join(out)
+    return train.parse_args(argv, FinetuneSettings(), usage=[
+        "usage: python finetune.py --model=DIR --train=TSV --test=TSV [--key=value ...]"])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -111,15 +112,16 @@ class Settings:
     compile: bool = False         # torch.compile the model
 
 
-def parse_args(argv, defaults=None):
-    """Parse `--key=value` overrides into a Settings. Values are converted to the field's type; an
-    unknown key or an unconvertible value raises ValueError naming the valid keys. `--help` raises
-    SystemExit after printing every setting with its default."""
+def parse_args(argv, defaults=None, usage=None):
+    """Parse `--key=value` overrides into a Settings (or into `defaults`, any settings dataclass: finetune.py
+    and the benches use this parser too). Values are converted to the field's type; an unknown key or an
+    unconvertible value raises ValueError naming the valid keys. `--help` raises SystemExit after
+    printing help_text(defaults, usage)."""
     s = defaults if defaults is not None else Settings()
     kinds = {f.name: type(getattr(s, f.name)) for f in fields(s)}
     for arg in argv:
         if arg in ("-h", "--help"):
-            print(help_text(s))
+            print(help_text(s, usage))
             raise SystemExit(0)
         if not arg.startswith("--") or "=" not in arg:
             raise ValueError(f"expected --key=value, got {arg!r}; valid keys: {', '.join(kinds)}")
@@ -141,20 +143,22 @@ def parse_args(argv, defaults=None):
     return s
 
 
-def help_text(s):
-    """Every setting with its default and the comment from the Settings block."""
+USAGE = ["usage: python train.py [--key=value ...]",
+         "(the demo's --preset fills in model and step sizes that are not given on the command line)"]
+
+
+def help_text(s, usage=None):
+    """Every setting of the dataclass `s` with its current value and the comment beside its field
+    (read from the source of its class), under the `usage` lines (train.py's by default)."""
     comments = {}
-    for line in Path(__file__).read_text().splitlines():
+    for line in inspect.getsource(type(s)).splitlines():
         line = line.strip()
         if ":" in line and "#" in line and "=" in line.split("#")[0]:
             name = line.split(":", 1)[0].strip()
             comments.setdefault(name, line.split("#", 1)[1].strip())
-    out = ["usage: python train.py [--key=value ...]",
-           "(the demo's --preset fills in model and step sizes that are not given on the command line)", ""]
     items = [(f"--{f.name}={getattr(s, f.name)}", comments.get(f.name, "")) for f in fields(s)]
     width = max(len(k) for k, _ in items)
-    out += [f"  {k.ljust(width)}  {c}" for k, c in items]
-    return "\n".join(out)
+    return "\n".join(list(usage or USAGE) + [""] + [f"  {k.ljust(width)}  {c}" for k, c in items])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -49,7 +49,6 @@ import copy
 import math
 
 import torch
-from torch import nn
 
 from bert import BertForMaskedLM
 

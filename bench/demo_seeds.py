@@ -1,8 +1,8 @@
 """The demo's Korean comparison over several seeds: is XPT's margin over scratch more than the noise?
 
-    python bench/demo_seeds.py                  # seeds 1, 2, 3 of the default demo (~5 min each, 2 cores)
+    python bench/demo_seeds.py                  # seeds 1, 2, 3 of the default demo (README: the time)
     python bench/demo_seeds.py --seeds=1,2,3,4,5
-    python bench/demo_seeds.py --parallel=3     # three at a time, one thread each (~10.5 min in all)
+    python bench/demo_seeds.py --parallel=3     # three at a time, one thread each
 
 Each seed runs `python train.py --seed=K --out_dir=out/demo-seeds/seedK` (the shipped English source;
 seed K gives both arms the same data order and masks, its own initialisation of the new parts) and reads

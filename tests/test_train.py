@@ -626,7 +626,7 @@ def test_nsp_packing_trains_bert_for_pretraining(tok, corpus, tmp_path):
 def test_task_xpt_from_the_command_line(tok, corpus, tmp_path, capsys):
     s = tiny_settings()
     tiny_model(tok, s).save_pretrained(tmp_path / "src")
-    train.main([f"--task=xpt", f"--source={tmp_path / 'src'}", f"--corpus={corpus}", f"--out_dir={tmp_path / 'o'}",
+    train.main(["--task=xpt", f"--source={tmp_path / 'src'}", f"--corpus={corpus}", f"--out_dir={tmp_path / 'o'}",
                 "--phase1_steps=2", "--phase2_steps=2", *TINY, "--eval_every=0"])
     out = capsys.readouterr().out
     assert "ITL in" in out and "xpt phase 1: held-out loss" in out and "xpt phase 2: held-out loss" in out
