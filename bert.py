@@ -15,6 +15,10 @@ The network, bottom to top:
       -> heads: MLM (dense, GELU, LayerNorm, then the *word embedding matrix* as the output layer),
                 NSP / classification (tanh "pooler" on the first token [CLS], then a linear layer).
 
+The file reads in that order: configuration, embeddings, the layer, the model (`BertModel`), the heads;
+then the plumbing a reader can skip: the safetensors reader/writer and the map of our parameter names
+to HF's checkpoint keys.
+
 Reference implementations: google-research/bert `modeling.py` (TensorFlow, the original) and Hugging
 Face `transformers` `modeling_bert.py` / `modeling_roberta.py`, whose checkpoint layout we read and write
 (`from_pretrained` / `save_pretrained`, with our own small safetensors reader and writer). The tests
@@ -310,219 +314,6 @@ class BertPooler(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoint files: safetensors, read and written by hand
-#
-# Format (https://github.com/huggingface/safetensors): 8 bytes little-endian u64 = n, then n bytes of
-# JSON {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
-# then the raw little-endian tensor bytes; offsets count from the first byte after the header.
-
-_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-              "U8": torch.uint8, "BOOL": torch.bool}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
-
-
-def read_safetensors(path) -> dict[str, torch.Tensor]:
-    data = Path(path).read_bytes()
-    if len(data) < 8:
-        raise ValueError(f"{path}: too short to be a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if 8 + n > len(data):
-        raise ValueError(f"{path}: header length {n} runs past the end of the file ({len(data)} bytes)")
-    try:
-        header = json.loads(data[8:8 + n])
-    except ValueError as e:
-        raise ValueError(f"{path}: header is not valid JSON ({e})") from None
-    body = memoryview(data)[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info.get("dtype") not in _ST_DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-        dtype, shape = _ST_DTYPES[info["dtype"]], list(info["shape"])
-        begin, end = info["data_offsets"]
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        if end - begin != nbytes or not 0 <= begin <= end <= len(body):
-            raise ValueError(f"{path}: tensor {name!r} offsets {begin}..{end} do not fit its shape "
-                             f"{shape} {info['dtype']} or the file")
-        if nbytes == 0:
-            out[name] = torch.empty(shape, dtype=dtype)
-            continue
-        # Copy the bytes into fresh (aligned, writable) memory, then reinterpret them as `dtype`.
-        raw = torch.frombuffer(bytearray(body[begin:end]), dtype=torch.uint8)
-        out[name] = raw.view(dtype).reshape(shape)
-    return out
-
-
-def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: Optional[dict] = None) -> None:
-    """Write `tensors` as one safetensors file, atomically (temp file + os.replace), so a crash while
-    saving never leaves a half-written checkpoint under the final name."""
-    header, chunks, offset = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        if t.dtype not in _ST_NAMES:
-            raise ValueError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors")
-        nbytes = t.numel() * t.element_size()
-        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
-        # ctypes.string_at copies `nbytes` bytes from the tensor's memory (little-endian hosts only)
-        chunks.append(ctypes.string_at(t.data_ptr(), nbytes) if nbytes else b"")
-        offset += nbytes
-    header["__metadata__"] = {"format": "pt", **(metadata or {})}  # HF refuses files without "format"
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)  # pad so the tensor data starts 8-byte aligned (allowed by the format)
-    atomic_write(path, struct.pack("<Q", len(h)) + h + b"".join(chunks))
-
-
-def atomic_write(path, data) -> None:
-    """Write `data` (bytes, or a function that writes to a binary file) to a temp file in the same
-    folder, flush it to disk, then rename it over `path`: a reader, or a rerun after a crash mid-write,
-    sees the old complete file or the new complete file, never half of one. The project's one writer
-    of files that must not be torn (weights, configs, checkpoints, caches, results)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            data(f) if callable(data) else f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them "the" file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# ----------------------------------------------------------------------------------------------------
-# Name map between our parameters and HF's checkpoint keys
-#
-# Encoder keys are written without a prefix here ("embeddings.*", "encoder.layer.*", "pooler.*"); in a
-# checkpoint of a model with a head HF puts them under "bert." / "roberta.", and heads sit at top level.
-
-HF_LAYER_NAMES = {  # ours (inside layers.<i>.)  ->  HF (inside encoder.layer.<i>.)
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "attn_out": "attention.output.dense",
-    "attn_norm": "attention.output.LayerNorm",
-    "ffn_in": "intermediate.dense",
-    "ffn_out": "output.dense",
-    "ffn_norm": "output.LayerNorm",
-}
-HF_EMBEDDING_NAMES = {"word_embeddings": "word_embeddings", "position_embeddings": "position_embeddings",
-                      "token_type_embeddings": "token_type_embeddings", "layer_norm": "LayerNorm",
-                      "projection": "projection"}
-HF_HEAD_NAMES = {  # ours -> HF, per flavour
-    "bert": {"head.dense": "cls.predictions.transform.dense",
-             "head.layer_norm": "cls.predictions.transform.LayerNorm",
-             "head.bias": "cls.predictions.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
-    "roberta": {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm",
-                "head.bias": "lm_head.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
-}
-# Keys that are copies of something else (the tied decoder) or not parameters at all (index buffers).
-_TIED_DECODER = {"cls.predictions.decoder.": "cls.predictions.", "lm_head.decoder.": "lm_head."}
-_BUFFER_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
-# Groups of keys that may be absent from a checkpoint as a whole (then freshly initialised) or present
-# while our model lacks them (then dropped, with a warning): the heads and the pooler.
-_OPTIONAL_GROUPS = ("pooler.", "cls.predictions.", "lm_head.", "cls.seq_relationship.", "classifier.")
-
-
-def hf_name(ours: str, config: BertConfig) -> str:
-    """Our parameter name (as in a model with an encoder at `.bert`, or in `BertModel` itself) -> the
-    HF key with the encoder prefix removed. E.g. 'bert.layers.3.ffn_in.weight' -> 'encoder.layer.3.
-    intermediate.dense.weight'; 'head.bias' -> 'cls.predictions.bias' (BERT) or 'lm_head.bias'."""
-    name = ours[len("bert."):] if ours.startswith("bert.") else ours
-    parts = name.split(".")
-    if parts[0] == "embeddings":
-        return ".".join(["embeddings", HF_EMBEDDING_NAMES[parts[1]], *parts[2:]])
-    if parts[0] == "layers":
-        return ".".join(["encoder.layer", parts[1], HF_LAYER_NAMES[parts[2]], *parts[3:]])
-    if parts[0] == "pooler":
-        return name
-    heads = HF_HEAD_NAMES["roberta" if config.is_roberta else "bert"]
-    for our_prefix, hf_prefix in heads.items():
-        if name == our_prefix or name.startswith(our_prefix + "."):
-            return hf_prefix + name[len(our_prefix):]
-    raise KeyError(f"no HF name for parameter {ours!r}")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model: the message names every missing, unexpected and misshapen key."""
-
-
-def _normalise_checkpoint_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the encoder prefix, rename old TF-era LayerNorm names, drop index buffers."""
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(_BUFFER_SUFFIXES):
-            continue  # position_ids / token_type_ids: constant index buffers, not weights
-        for prefix in ("bert.", "roberta."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        # subtle: checkpoints converted from TF (and old HF versions) call LayerNorm's scale and shift
-        # gamma and beta.
-        if k.endswith("LayerNorm.gamma") or k.endswith("layer_norm.gamma"):
-            k = k[: -len("gamma")] + "weight"
-        elif k.endswith("LayerNorm.beta") or k.endswith("layer_norm.beta"):
-            k = k[: -len("beta")] + "bias"
-        if k in out:
-            raise CheckpointError(f"checkpoint has key {k!r} twice (with and without prefix, or gamma and weight)")
-        out[k] = v
-    return out
-
-
-def load_hf_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[list, list]:
-    """Copy an HF-layout state dict into `model`. Returns (fresh, dropped): our parameter names absent
-    from the checkpoint (heads / pooler, left freshly initialised) and checkpoint keys of heads our model
-    does not have. Any other mismatch raises CheckpointError naming all problems at once."""
-    config = model.config
-    sd = _normalise_checkpoint_keys(sd)
-    # The decoder of the MLM head is the word embedding matrix (tied); its own bias is the head's bias.
-    for dec_prefix, head_prefix in _TIED_DECODER.items():
-        w, b = sd.pop(dec_prefix + "weight", None), sd.pop(dec_prefix + "bias", None)
-        emb = sd.get("embeddings.word_embeddings.weight")
-        if w is not None and emb is not None and (w.shape != emb.shape or not torch.equal(w, emb)):
-            raise CheckpointError(f"{dec_prefix}weight differs from the word embeddings; this model "
-                                  "requires them tied (as BERT and RoBERTa are)")
-        if b is not None:
-            sd.setdefault(head_prefix + "bias", b)
-
-    ours = dict(model.named_parameters())  # deduplicated: a shared ALBERT layer appears once
-    expected = {hf_name(n, config): n for n in ours}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-
-    def group(key):
-        return next((g for g in _OPTIONAL_GROUPS if key.startswith(g)), None)
-
-    our_groups = {group(k) for k in expected}
-    # a head present in the checkpoint but not in our model (e.g. MLM weights loaded into BertModel)
-    dropped = [k for k in unexpected if group(k) is not None and group(k) not in our_groups]
-    unexpected = [k for k in unexpected if k not in dropped]
-    # a head of ours entirely absent from the checkpoint (e.g. an encoder-only checkpoint into MLM)
-    fresh_groups = {g for g in our_groups if g is not None and all(k in missing for k in expected if group(k) == g)}
-    fresh = [expected[k] for k in missing if group(k) in fresh_groups]
-    missing = [k for k in missing if group(k) not in fresh_groups]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(ours[expected[k]].shape)}"
-              for k in expected if k in sd and sd[k].shape != ours[expected[k]].shape]
-    if missing or unexpected or shapes:
-        lines = [f"checkpoint does not match {type(model).__name__} ({config.model_type}):"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-        if shapes:
-            lines.append(f"  shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
-        raise CheckpointError("\n".join(lines))
-    with torch.no_grad():
-        for k, n in expected.items():
-            if k in sd:
-                ours[n].copy_(sd[k])
-    return fresh, dropped
-
-
-# ----------------------------------------------------------------------------------------------------
 # Shared machinery of all model classes: init, parameter count, from_pretrained / save_pretrained
 
 
@@ -765,6 +556,219 @@ class BertForSequenceClassification(_Pretrained):
             else:
                 loss = F.cross_entropy(logits.float(), labels.view(-1))
         return ClassifierOutput(loss, logits)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoint files: safetensors, read and written by hand
+#
+# Format (https://github.com/huggingface/safetensors): 8 bytes little-endian u64 = n, then n bytes of
+# JSON {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
+# then the raw little-endian tensor bytes; offsets count from the first byte after the header.
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+              "U8": torch.uint8, "BOOL": torch.bool}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    data = Path(path).read_bytes()
+    if len(data) < 8:
+        raise ValueError(f"{path}: too short to be a safetensors file")
+    (n,) = struct.unpack("<Q", data[:8])
+    if 8 + n > len(data):
+        raise ValueError(f"{path}: header length {n} runs past the end of the file ({len(data)} bytes)")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError as e:
+        raise ValueError(f"{path}: header is not valid JSON ({e})") from None
+    body = memoryview(data)[8 + n:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info.get("dtype") not in _ST_DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+        dtype, shape = _ST_DTYPES[info["dtype"]], list(info["shape"])
+        begin, end = info["data_offsets"]
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if end - begin != nbytes or not 0 <= begin <= end <= len(body):
+            raise ValueError(f"{path}: tensor {name!r} offsets {begin}..{end} do not fit its shape "
+                             f"{shape} {info['dtype']} or the file")
+        if nbytes == 0:
+            out[name] = torch.empty(shape, dtype=dtype)
+            continue
+        # Copy the bytes into fresh (aligned, writable) memory, then reinterpret them as `dtype`.
+        raw = torch.frombuffer(bytearray(body[begin:end]), dtype=torch.uint8)
+        out[name] = raw.view(dtype).reshape(shape)
+    return out
+
+
+def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: Optional[dict] = None) -> None:
+    """Write `tensors` as one safetensors file, atomically (temp file + os.replace), so a crash while
+    saving never leaves a half-written checkpoint under the final name."""
+    header, chunks, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        if t.dtype not in _ST_NAMES:
+            raise ValueError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        # ctypes.string_at copies `nbytes` bytes from the tensor's memory (little-endian hosts only)
+        chunks.append(ctypes.string_at(t.data_ptr(), nbytes) if nbytes else b"")
+        offset += nbytes
+    header["__metadata__"] = {"format": "pt", **(metadata or {})}  # HF refuses files without "format"
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # pad so the tensor data starts 8-byte aligned (allowed by the format)
+    atomic_write(path, struct.pack("<Q", len(h)) + h + b"".join(chunks))
+
+
+def atomic_write(path, data) -> None:
+    """Write `data` (bytes, or a function that writes to a binary file) to a temp file in the same
+    folder, flush it to disk, then rename it over `path`: a reader, or a rerun after a crash mid-write,
+    sees the old complete file or the new complete file, never half of one. The project's one writer
+    of files that must not be torn (weights, configs, checkpoints, caches, results)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            data(f) if callable(data) else f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them "the" file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------
+# Name map between our parameters and HF's checkpoint keys
+#
+# Encoder keys are written without a prefix here ("embeddings.*", "encoder.layer.*", "pooler.*"); in a
+# checkpoint of a model with a head HF puts them under "bert." / "roberta.", and heads sit at top level.
+
+HF_LAYER_NAMES = {  # ours (inside layers.<i>.)  ->  HF (inside encoder.layer.<i>.)
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attn_out": "attention.output.dense",
+    "attn_norm": "attention.output.LayerNorm",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": "output.dense",
+    "ffn_norm": "output.LayerNorm",
+}
+HF_EMBEDDING_NAMES = {"word_embeddings": "word_embeddings", "position_embeddings": "position_embeddings",
+                      "token_type_embeddings": "token_type_embeddings", "layer_norm": "LayerNorm",
+                      "projection": "projection"}
+HF_HEAD_NAMES = {  # ours -> HF, per flavour
+    "bert": {"head.dense": "cls.predictions.transform.dense",
+             "head.layer_norm": "cls.predictions.transform.LayerNorm",
+             "head.bias": "cls.predictions.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
+    "roberta": {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm",
+                "head.bias": "lm_head.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
+}
+# Keys that are copies of something else (the tied decoder) or not parameters at all (index buffers).
+_TIED_DECODER = {"cls.predictions.decoder.": "cls.predictions.", "lm_head.decoder.": "lm_head."}
+_BUFFER_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
+# Groups of keys that may be absent from a checkpoint as a whole (then freshly initialised) or present
+# while our model lacks them (then dropped, with a warning): the heads and the pooler.
+_OPTIONAL_GROUPS = ("pooler.", "cls.predictions.", "lm_head.", "cls.seq_relationship.", "classifier.")
+
+
+def hf_name(ours: str, config: BertConfig) -> str:
+    """Our parameter name (as in a model with an encoder at `.bert`, or in `BertModel` itself) -> the
+    HF key with the encoder prefix removed. E.g. 'bert.layers.3.ffn_in.weight' -> 'encoder.layer.3.
+    intermediate.dense.weight'; 'head.bias' -> 'cls.predictions.bias' (BERT) or 'lm_head.bias'."""
+    name = ours[len("bert."):] if ours.startswith("bert.") else ours
+    parts = name.split(".")
+    if parts[0] == "embeddings":
+        return ".".join(["embeddings", HF_EMBEDDING_NAMES[parts[1]], *parts[2:]])
+    if parts[0] == "layers":
+        return ".".join(["encoder.layer", parts[1], HF_LAYER_NAMES[parts[2]], *parts[3:]])
+    if parts[0] == "pooler":
+        return name
+    heads = HF_HEAD_NAMES["roberta" if config.is_roberta else "bert"]
+    for our_prefix, hf_prefix in heads.items():
+        if name == our_prefix or name.startswith(our_prefix + "."):
+            return hf_prefix + name[len(our_prefix):]
+    raise KeyError(f"no HF name for parameter {ours!r}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model: the message names every missing, unexpected and misshapen key."""
+
+
+def _normalise_checkpoint_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the encoder prefix, rename old TF-era LayerNorm names, drop index buffers."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(_BUFFER_SUFFIXES):
+            continue  # position_ids / token_type_ids: constant index buffers, not weights
+        for prefix in ("bert.", "roberta."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        # subtle: checkpoints converted from TF (and old HF versions) call LayerNorm's scale and shift
+        # gamma and beta.
+        if k.endswith("LayerNorm.gamma") or k.endswith("layer_norm.gamma"):
+            k = k[: -len("gamma")] + "weight"
+        elif k.endswith("LayerNorm.beta") or k.endswith("layer_norm.beta"):
+            k = k[: -len("beta")] + "bias"
+        if k in out:
+            raise CheckpointError(f"checkpoint has key {k!r} twice (with and without prefix, or gamma and weight)")
+        out[k] = v
+    return out
+
+
+def load_hf_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[list, list]:
+    """Copy an HF-layout state dict into `model`. Returns (fresh, dropped): our parameter names absent
+    from the checkpoint (heads / pooler, left freshly initialised) and checkpoint keys of heads our model
+    does not have. Any other mismatch raises CheckpointError naming all problems at once."""
+    config = model.config
+    sd = _normalise_checkpoint_keys(sd)
+    # The decoder of the MLM head is the word embedding matrix (tied); its own bias is the head's bias.
+    for dec_prefix, head_prefix in _TIED_DECODER.items():
+        w, b = sd.pop(dec_prefix + "weight", None), sd.pop(dec_prefix + "bias", None)
+        emb = sd.get("embeddings.word_embeddings.weight")
+        if w is not None and emb is not None and (w.shape != emb.shape or not torch.equal(w, emb)):
+            raise CheckpointError(f"{dec_prefix}weight differs from the word embeddings; this model "
+                                  "requires them tied (as BERT and RoBERTa are)")
+        if b is not None:
+            sd.setdefault(head_prefix + "bias", b)
+
+    ours = dict(model.named_parameters())  # deduplicated: a shared ALBERT layer appears once
+    expected = {hf_name(n, config): n for n in ours}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+
+    def group(key):
+        return next((g for g in _OPTIONAL_GROUPS if key.startswith(g)), None)
+
+    our_groups = {group(k) for k in expected}
+    # a head present in the checkpoint but not in our model (e.g. MLM weights loaded into BertModel)
+    dropped = [k for k in unexpected if group(k) is not None and group(k) not in our_groups]
+    unexpected = [k for k in unexpected if k not in dropped]
+    # a head of ours entirely absent from the checkpoint (e.g. an encoder-only checkpoint into MLM)
+    fresh_groups = {g for g in our_groups if g is not None and all(k in missing for k in expected if group(k) == g)}
+    fresh = [expected[k] for k in missing if group(k) in fresh_groups]
+    missing = [k for k in missing if group(k) not in fresh_groups]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(ours[expected[k]].shape)}"
+              for k in expected if k in sd and sd[k].shape != ours[expected[k]].shape]
+    if missing or unexpected or shapes:
+        lines = [f"checkpoint does not match {type(model).__name__} ({config.model_type}):"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
+        raise CheckpointError("\n".join(lines))
+    with torch.no_grad():
+        for k, n in expected.items():
+            if k in sd:
+                ours[n].copy_(sd[k])
+    return fresh, dropped
 
 
 if __name__ == "__main__":
