@@ -62,7 +62,8 @@ def test_tiny_demo_from_a_fresh_clone(clone):
     assert set(res["unigram_loss"]) == {"ko", "en"} and all(2 < v < 10 for v in res["unigram_loss"].values())
     assert res["source"]["final_loss"] > 0 and res["source"]["best_loss"] <= res["source"]["final_loss"]
     import tokenizer as tok_mod
-    import train as clone_train  # the same code as the clone's
+    import demo as clone_demo  # the same code as the clone's
+    import train as clone_train
     ko = tok_mod.load_tokenizer(out / "tokenizer_ko")
     ids = [clone_train.tokenize_documents(clone_train.read_documents(out / "corpus" / f"ko_{part}.txt"), ko)[0]
            for part in ("train", "valid")]
@@ -72,7 +73,7 @@ def test_tiny_demo_from_a_fresh_clone(clone):
     for arm in ("xpt", "scratch"):  # the printed reading agrees with the numbers
         row = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"Korean {arm} "))
         loss = res["arms"][arm]["final"]["eval_loss"]
-        assert row.split()[-1] == clone_train.learned_context(loss, floor), row
+        assert row.split()[-1] == clone_demo.learned_context(loss, floor), row
         assert f"{loss - floor:+.3f}" in row
     # the stages explain themselves, the report is printed, the comparison is read out
     for text in ("=== 1. tokenizers", "=== 2. the English source", "=== 3. XPT", "=== 4. the baseline",
@@ -125,17 +126,18 @@ def test_every_preset_works_with_wordpiece(tmp_path, capsys):
 def test_the_shipped_source_is_what_the_readme_says(tmp_path, capsys):
     """data/source_en: a small English masked LM, at most 8 MB, with its card (how it was made), clearly
     past its English unigram floor (the demo's point 2)."""
+    import demo
     import train
-    d = train.SHIPPED_SOURCE
+    d = demo.SHIPPED_SOURCE
     size = sum(p.stat().st_size for p in d.iterdir())
     assert size <= 8_000_000, f"{size:,} bytes"
     card = json.loads((d / "source.json").read_text())
-    assert card["rebuild"] == train.REBUILD_SOURCE and train.REBUILD_SOURCE in (ROOT / "README.md").read_text()
+    assert card["rebuild"] == demo.REBUILD_SOURCE and demo.REBUILD_SOURCE in (ROOT / "README.md").read_text()
     import bert
     s = train.Settings(max_len=bert.BertConfig.from_json_file(d / "config.json").max_len, batch_size=64)
-    en_train = train._write_lines(tmp_path / "en_train.txt",  # the demo's English: ours + the stdlib's prose
-                                  train.read_documents(ROOT / "data" / "en_train.txt") + train.english_extra_docs())
-    summary = train._source_summary(s, d, en_train, ROOT / "data" / "en_valid.txt", None)
+    en_train = demo._write_lines(tmp_path / "en_train.txt",  # the demo's English: ours + the stdlib's prose
+                                 train.read_documents(ROOT / "data" / "en_train.txt") + demo.english_extra_docs())
+    summary = demo._source_summary(s, d, en_train, ROOT / "data" / "en_valid.txt", None)
     assert summary["final_loss"] < summary["floor"] - 1.5, summary
     # the README's figures: 3.621 held out (its card's last point); the floor 7.057 reads Python 3.11's stdlib
     assert summary["final_loss"] == pytest.approx(3.621, abs=0.002)
