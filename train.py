@@ -13,9 +13,12 @@ What is here, in reading order:
      with next-sentence prediction (Devlin et al. 2018, arXiv:1810.04805, section 3.1).
   3. Masking: `mask_tokens`, BERT's 80/10/10 rule, drawn anew every time a sequence is used (RoBERTa's
      dynamic masking), optionally whole-word.
-  4. The loop: `train_loop`, AdamW + linear warm-up/decay + clipping + gradient accumulation, periodic
-     evaluation, JSONL log, atomic checkpoints and exact resume, DDP under torchrun.
-  5. XPT: `run_xpt` trains the phases of xpt.py with the same loop.
+  4. The loop: `train_step` is one optimizer step (forward, loss weighted for gradient accumulation,
+     backward, clipping, AdamW); `train_loop` runs it with linear warm-up/decay, periodic evaluation at
+     [MASK] positions (`evaluate`, next to the `unigram_loss` floor), early stopping.
+  5. Tasks: `run_mlm` pretrains; `run_xpt` trains the phases of xpt.py with the same loop.
+  6. Plumbing a first reading can skip (`_Run`): start or exact resume, atomic checkpoints, the JSONL
+     log, DDP under torchrun.
 The demo (tokenizers -> English source model -> XPT on Korean -> scratch baseline -> comparison) is
 told in demo.py with these functions; `python train.py` with no task runs it.
 
@@ -48,7 +51,6 @@ from tqdm import tqdm
 import bert
 import tokenizer as tokenizers_mod
 import xpt
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -406,20 +408,6 @@ class CheckpointMismatchError(ValueError):
     pass
 
 
-def distributed():
-    """(rank, world_size), initialising the process group under torchrun (RANK/WORLD_SIZE set)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank(), dist.get_world_size()
-
-
 def pick_device(name):
     if name == "auto":
         if torch.cuda.is_available():
@@ -443,28 +431,6 @@ def default_groups(model, weight_decay):
             (no_decay if xpt.no_weight_decay(n, p) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
             {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
-
-
-def save_atomic(obj, path):
-    """torch.save through bert.atomic_write (temp file, fsync, rename): never half a checkpoint."""
-    bert.atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def load_checkpoint(path, run_config):
-    """torch.load(weights_only=True: tensors and plain containers only, no pickled code) and check that the
-    checkpoint was made by the same run configuration, naming every difference if not."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    diffs = config_differences(state["config"], run_config)
-    if diffs:
-        raise CheckpointMismatchError(f"{path} was made by another configuration:\n  " + "\n  ".join(diffs)
-                                      + f"\n(delete {Path(path).parent} to start over)")
-    return state
-
-
-def config_differences(saved, current):
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {current.get(k, '<absent>')!r}"
-            for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
 
 
 def unigram_loss(train_ids, valid_ids, vocab_size, special_ids=()):
@@ -564,11 +530,58 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n}
 
 
+def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_grad_norm=1.0,
+               autocast=contextlib.nullcontext):
+    """One optimizer step on one masked global batch: for each of this process's `accum` micro-batches,
+    forward, loss weighted by its share of the masked tokens, backward; then clip and AdamW.
+    Returns (the mean loss over all masked tokens of the global batch, the gradient norm before
+    clipping); with a non-finite loss nothing is stepped and the norm is None."""
+    device = next(net.parameters()).device
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # (xpt: copied parameters may have a lower rate)
+    n_total = int((batch["labels"] != -100).sum())  # masked tokens in the whole global batch
+    loss_sum = torch.zeros((), device=device)
+    for j in range(accum):
+        lo = (j * world + rank) * micro  # this process's rows of micro-batch j
+        mb = {k: v[lo:lo + micro].to(device, non_blocking=True) for k, v in batch.items()}
+        n_mb = int((mb["labels"] != -100).sum())
+        # DDP all-reduces gradients after every backward; no_sync skips that for all but the last
+        sync = contextlib.nullcontext() if (world == 1 or j == accum - 1) else net.no_sync()
+        with sync:
+            with autocast():
+                out = net(**mb)
+            # subtle: gradient accumulation. out.loss is the MEAN over this micro-batch's masked
+            # tokens, but micro-batches hold different numbers of masked tokens. Weighting each by
+            # n_mb / n_total makes the accumulated gradient the gradient of the mean over ALL
+            # masked tokens of the global batch, exactly as if it had been one big batch. DDP then
+            # AVERAGES gradients over the `world` processes, so we multiply by world to undo that.
+            # (The naive `loss / accum` is only right when every micro-batch has equal counts.)
+            # A micro-batch with nothing masked still runs backward (0 x its logits): under DDP every
+            # process must take part in every gradient all-reduce, or the others wait forever.
+            loss = out.loss * (n_mb * world / max(n_total, 1)) if n_mb else out.logits.sum() * 0.0
+            loss.backward()
+        loss_sum += out.loss.detach().float() * n_mb if n_mb else 0.0
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(loss_sum)
+    step_loss = loss_sum.item() / max(n_total, 1)
+    if not math.isfinite(step_loss):
+        optimizer.zero_grad(set_to_none=True)
+        return step_loss, None
+    # the gradient norm before clipping is returned (and logged): a spike or a drift shows there
+    # first; max_norm=inf measures without clipping
+    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, float(grad_norm)
+
+
 def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, groups=None,
                run_config=None, desc="train", step_offset=0):
-    """Train `model` for `steps` optimizer steps. Any module works whose forward(**batch) returns an
-    object with `.loss` (and `.logits` for evaluation): batch = input_ids, attention_mask, labels (+
-    token_type_ids, next_sentence_label when the data has them).
+    """Train `model` for `steps` optimizer steps (`train_step`), evaluating, logging and checkpointing
+    on the way. Any module works whose forward(**batch) returns an object with `.loss` (and `.logits`
+    for evaluation): batch = input_ids, attention_mask, labels (+ token_type_ids, next_sentence_label
+    when the data has them).
 
     out_dir gets: ckpt.pt (atomic), log.jsonl, final.pt (the weights when done). If out_dir already holds
     a checkpoint of the same run_config, training resumes from it; if it holds final.pt, nothing runs.
@@ -584,204 +597,55 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     model's weights (and final.pt's) when the run ends, stopped early or not. `steps` is then a cap,
     and the learning-rate schedule still decays over all of it.
     """
-    out_dir = Path(out_dir)
-    if s.patience < 0:
-        raise ValueError(f"patience must be >= 0 (0 = no early stopping), got {s.patience}")
-    if s.patience and not s.eval_every:
-        raise ValueError("early stopping (--patience) needs held-out evaluations: set --eval_every > 0")
-    rank, world = distributed()
-    device = pick_device(s.device)
-    model.to(device)
-    master = rank == 0
-    ckpt_path, final_path, log_path = out_dir / "ckpt.pt", out_dir / "final.pt", out_dir / "log.jsonl"
-    best_path = out_dir / "best.pt"
-    run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
-                      world=world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
-                      max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
-                      whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing,
-                      step_offset=step_offset, eval="mask-only", patience=s.patience)
-    if final_path.exists():
-        state = load_checkpoint(final_path, run_config)
-        model.load_state_dict(state["model"])
-        return state.get("evals", [])
-
-    groups = groups if groups is not None else default_groups(model, s.weight_decay)
-    opt_groups = [{k: v for k, v in g.items() if k != "names"} for g in groups if g["params"]]
-    if not opt_groups:
-        raise ValueError("no trainable parameters")
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(opt_groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
-
-    step, evals = 0, []
-    # Dropout draws from torch's global RNG: seed it here, so a run does not depend on what ran before
-    # it in the process (a resumed run restores the RNG state from its checkpoint below instead).
-    torch.manual_seed(s.seed * 1009 + step_offset + 1)
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, run_config)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, evals = state["step"], state["evals"]
-        torch.set_rng_state(state["rng_torch"])
-        random.setstate(_to_py_state(state["rng_python"]))
-        if torch.cuda.is_available() and "rng_cuda" in state:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        if master:
-            print(f"resuming {desc} from {ckpt_path} at step {step}")
-    if master:
-        _truncate_log(log_path, step_offset + step)  # drop lines a killed run wrote after its checkpoint
-
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if s.compile:
-        net = torch.compile(net)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" \
-        else contextlib.nullcontext
-
-    n_rows = len(train_data["input_ids"])
-    micro, accum = s.batch_size, s.grad_accum
-    global_batch = micro * accum * world
-    warmup_steps = max(1, int(s.warmup * steps))
+    run = _Run.start(model, out_dir, steps, s, groups, run_config, desc, step_offset)
+    if run.finished is not None:
+        return run.finished
     special_ids, word_starts = tok_info["special_ids"], tok_info.get("word_starts")
-
-    def checkpoint(path, done=False):
-        state = {"model": model.state_dict(), "step": step, "config": run_config, "evals": evals}
-        if not done:
-            state.update(optimizer=optimizer.state_dict(), rng_torch=torch.get_rng_state(),
-                         rng_python=list(_flatten_py_state(random.getstate())))
-            if torch.cuda.is_available():
-                state["rng_cuda"] = torch.cuda.get_rng_state_all()
-        save_atomic(state, path)
+    n_rows = len(train_data["input_ids"])
+    global_batch = s.batch_size * s.grad_accum * run.world
+    warmup_steps = max(1, int(s.warmup * steps))
 
     def run_eval():
         r = evaluate(model, valid_data, mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-                     special_ids=special_ids, batch_size=max(micro, 64), device=device, max_batches=s.eval_batches,
-                     word_starts=word_starts, autocast=autocast)
-        r["step"] = step_offset + step
-        evals.append(r)
-        if master:
-            _log(log_path, {"step": step_offset + step, "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"]})
-        return r
-
-    def stalled():
-        """Early stopping: the last `patience` evaluations all failed to beat the best before them."""
-        losses = [e["loss"] for e in evals]
-        return 0 < s.patience < len(losses) and min(losses[-s.patience:]) >= min(losses[:-s.patience])
+                     special_ids=special_ids, batch_size=max(s.batch_size, 64), device=run.device,
+                     max_batches=s.eval_batches, word_starts=word_starts, autocast=run.autocast)
+        return run.record_eval(r)
 
     model.train()
-    bar = tqdm(total=steps, initial=step, desc=desc, disable=not master, dynamic_ncols=True, leave=True)
-    t_last, tokens_since = time.time(), 0
-    last_ckpt = step if ckpt_path.exists() else None
-    while step < steps:
-        # --- the global batch of this step, masked with a generator seeded by (seed, step)
+    bar = tqdm(total=steps, initial=run.step, desc=desc, disable=not run.master, dynamic_ncols=True, leave=True)
+    while run.step < steps:
+        step = run.step  # (steps done so far in this run; step_offset + step in the whole story)
+        # the global batch of this step, masked with a generator seeded by (seed, step): both are pure
+        # functions of the step, so a resumed run sees exactly what an uninterrupted one would
         idx = batch_indices(n_rows, step_offset + step, global_batch, s.seed)
         batch = {k: v[idx] for k, v in train_data.items()}
         g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
-        inputs, labels = mask_tokens(batch["input_ids"], mask_id=tok_info["mask_id"],
-                                     vocab_size=tok_info["vocab_size"], special_ids=special_ids,
-                                     mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts)
-        batch["input_ids"], batch["labels"] = inputs, labels
-        n_total = int((labels != -100).sum())  # masked tokens in the whole global batch
-        lr_mult = lr_at(step, steps, warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = s.lr * lr_mult * group.get("lr_scale", 1.0)
-
-        loss_sum = torch.zeros((), device=device)
-        for j in range(accum):
-            # This process's rows of micro-batch j.
-            lo = (j * world + rank) * micro
-            mb = {k: v[lo:lo + micro].to(device, non_blocking=True) for k, v in batch.items()}
-            n_mb = int((mb["labels"] != -100).sum())
-            sync = contextlib.nullcontext() if (world == 1 or j == accum - 1) else net.no_sync()
-            with sync:
-                with autocast():
-                    out = net(**mb)
-                # subtle: gradient accumulation. out.loss is the MEAN over this micro-batch's masked
-                # tokens, but micro-batches hold different numbers of masked tokens. Weighting each by
-                # n_mb / n_total makes the accumulated gradient the gradient of the mean over ALL
-                # masked tokens of the global batch, exactly as if it had been one big batch. DDP then
-                # AVERAGES gradients over the `world` processes, so we multiply by world to undo that.
-                # (The naive `loss / accum` is only right when every micro-batch has equal counts.)
-                loss = out.loss * (n_mb * world / max(n_total, 1)) if n_mb else out.logits.sum() * 0.0
-                loss.backward()
-            loss_sum += out.loss.detach().float() * n_mb if n_mb else 0.0
-        if world > 1:
-            import torch.distributed as dist
-            dist.all_reduce(loss_sum)
-        step_loss = loss_sum.item() / max(n_total, 1)
-        if not math.isfinite(step_loss):
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
+            special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts)
+        lr = s.lr * lr_at(step, steps, warmup_steps)
+        loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum, micro=s.batch_size,
+                                     rank=run.rank, world=run.world, max_grad_norm=s.max_grad_norm,
+                                     autocast=run.autocast)
+        if grad_norm is None:  # a non-finite loss: nothing was stepped
             bar.close()
-            where = f"the last good checkpoint (step {last_ckpt}) is in {ckpt_path}" if last_ckpt is not None \
-                else "no checkpoint was written yet"
-            raise NonFiniteLossError(f"loss is {step_loss} at step {step + 1} ({desc}); stopping; {where}")
-
-        # the gradient norm before clipping (logged: a spike or a drift shows here first); max_norm=inf
-        # measures without clipping
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   s.max_grad_norm if s.max_grad_norm > 0 else math.inf)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens_since += int(batch["attention_mask"].sum())
-
-        if master and (step % s.log_every == 0 or step == steps):
-            dt = max(time.time() - t_last, 1e-9)
-            tps = tokens_since / dt
-            _log(log_path, {"step": step_offset + step, "loss": step_loss, "grad_norm": float(grad_norm),
-                            "lr": s.lr * lr_mult, "tokens_per_s": round(tps)})
-            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}")
-            t_last, tokens_since = time.time(), 0
+            raise run.non_finite(loss)
+        run.step += 1
+        run.log_step(loss, grad_norm, lr, tokens=int(batch["attention_mask"].sum()), bar=bar,
+                     every=s.log_every, last=run.step == steps)
         bar.update(1)
-        if s.eval_every and (step_offset + step) % s.eval_every == 0 and step != steps:
+        if s.eval_every and (step_offset + run.step) % s.eval_every == 0 and run.step != steps:
             # (global steps, so that every arm of a comparison is evaluated at the same points)
             r = run_eval()
-            bar.set_postfix(loss=f"{step_loss:.3f}", eval=f"{r['loss']:.3f}")
-            if s.patience and master and r["loss"] < min((e["loss"] for e in evals[:-1]), default=math.inf):
-                save_atomic({"model": model.state_dict(), "step": r["step"]}, best_path)
-            if stalled():
+            bar.set_postfix(loss=f"{loss:.3f}", eval=f"{r['loss']:.3f}")
+            run.keep_if_best(r)
+            if run.stalled():
                 break
-        if master and s.ckpt_every and step % s.ckpt_every == 0 and step != steps:
-            checkpoint(ckpt_path)
-            last_ckpt = step
-        if world > 1:
-            import torch.distributed as dist
-            dist.barrier()
+        if s.ckpt_every and run.step % s.ckpt_every == 0 and run.step != steps:
+            run.checkpoint()
+        run.barrier()
     bar.close()
-    r = evals[-1] if evals and evals[-1]["step"] == step_offset + step else run_eval()
-    if master:
-        print(f"{desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
-              f"masked-token accuracy {r['acc']:.1%} after {step} steps")
-    if s.patience:
-        best = min(evals, key=lambda e: e["loss"])
-        if best is not r:  # the weights of the best evaluation replace the last ones
-            model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model"])
-        if master:
-            why = f"stopped early: no better held-out loss in {s.patience} evaluations" if step < steps \
-                else "the step cap was reached"
-            print(f"{desc}: {why}; kept the weights of step {best['step']} (held-out loss {best['loss']:.4f})")
-    if master:
-        checkpoint(final_path, done=True)
-        for path in (ckpt_path, best_path):
-            if path.exists():
-                path.unlink()
-    return evals
-
-
-def _flatten_py_state(st):
-    # random.getstate() -> (version, tuple of 625 ints, gauss_next); stored as a flat list of ints.
-    return [st[0], *st[1], -1 if st[2] is None else st[2]]
-
-
-def _to_py_state(flat):
-    flat = list(flat)
-    return (flat[0], tuple(flat[1:-1]), None if flat[-1] == -1 else flat[-1])
-
-
-def _log(path, record):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+    return run.finish(run_eval)
 
 
 def read_log(path):
@@ -793,14 +657,6 @@ def read_log(path):
         except json.JSONDecodeError:
             pass
     return records
-
-
-def _truncate_log(path, step):
-    """Drop log lines written after `step` (a killed run's lines past its checkpoint: they will be
-    written again), so that every step is logged exactly once."""
-    if path.exists():
-        kept = [r for r in read_log(path) if r["step"] <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -989,6 +845,213 @@ def cli(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. Plumbing of the loop: start or resume, checkpoints, the log, early stopping, DDP
+# ----------------------------------------------------------------------------------------------------
+class _Run:
+    """The bookkeeping around `train_loop`'s steps: one object per run, so that the loop reads as the
+    training it does. Holds the step, the evaluations, the optimizer, the (wrapped) network and the
+    paths in out_dir: ckpt.pt (to resume), best.pt (early stopping), final.pt (done), log.jsonl."""
+
+    @classmethod
+    def start(cls, model, out_dir, steps, s, groups, run_config, desc, step_offset):
+        """Set up a run, or resume it from ckpt.pt; if final.pt exists, load it: `finished` = its evals."""
+        self = cls()
+        out_dir = Path(out_dir)
+        if s.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0 = no early stopping), got {s.patience}")
+        if s.patience and not s.eval_every:
+            raise ValueError("early stopping (--patience) needs held-out evaluations: set --eval_every > 0")
+        self.model, self.s, self.steps, self.desc, self.step_offset = model, s, steps, desc, step_offset
+        self.rank, self.world = distributed()
+        self.device = pick_device(s.device)
+        model.to(self.device)
+        self.master = self.rank == 0
+        self.ckpt_path, self.final_path = out_dir / "ckpt.pt", out_dir / "final.pt"
+        self.log_path, self.best_path = out_dir / "log.jsonl", out_dir / "best.pt"
+        self.run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
+                               world=self.world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
+                               max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
+                               whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing,
+                               step_offset=step_offset, eval="mask-only", patience=s.patience)
+        self.finished = None
+        if self.final_path.exists():
+            state = load_checkpoint(self.final_path, self.run_config)
+            model.load_state_dict(state["model"])
+            self.finished = state.get("evals", [])
+            return self
+
+        groups = groups if groups is not None else default_groups(model, s.weight_decay)
+        opt_groups = [{k: v for k, v in g.items() if k != "names"} for g in groups if g["params"]]
+        if not opt_groups:
+            raise ValueError("no trainable parameters")
+        self.optimizer = torch.optim.AdamW(opt_groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6,
+                                           fused=self.device.type == "cuda")
+        self.step, self.evals = 0, []
+        # Dropout draws from torch's global RNG: seed it here, so a run does not depend on what ran
+        # before it in the process (a resumed run restores the RNG state from its checkpoint instead).
+        torch.manual_seed(s.seed * 1009 + step_offset + 1)
+        if self.ckpt_path.exists():
+            state = load_checkpoint(self.ckpt_path, self.run_config)
+            model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.evals = state["step"], state["evals"]
+            torch.set_rng_state(state["rng_torch"])
+            random.setstate(_to_py_state(state["rng_python"]))
+            if torch.cuda.is_available() and "rng_cuda" in state:
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+            if self.master:
+                print(f"resuming {desc} from {self.ckpt_path} at step {self.step}")
+        if self.master:
+            _truncate_log(self.log_path, step_offset + self.step)  # lines a killed run wrote after its checkpoint
+
+        self.net = model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if s.compile:
+            self.net = torch.compile(self.net)
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" \
+            else contextlib.nullcontext
+        self.t_last, self.tokens_since = time.time(), 0
+        self.last_ckpt = self.step if self.ckpt_path.exists() else None
+        return self
+
+    def checkpoint(self, path=None, done=False):
+        """Write ckpt.pt (with the optimizer and RNG states, to resume) or, when done, final.pt."""
+        if not self.master:
+            return
+        state = {"model": self.model.state_dict(), "step": self.step, "config": self.run_config, "evals": self.evals}
+        if not done:
+            state.update(optimizer=self.optimizer.state_dict(), rng_torch=torch.get_rng_state(),
+                         rng_python=list(_flatten_py_state(random.getstate())))
+            if torch.cuda.is_available():
+                state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        save_atomic(state, path or self.ckpt_path)
+        if not done:
+            self.last_ckpt = self.step
+
+    def log_step(self, loss, grad_norm, lr, *, tokens, bar, every, last):
+        self.tokens_since += tokens
+        if self.master and (self.step % every == 0 or last):
+            tps = self.tokens_since / max(time.time() - self.t_last, 1e-9)
+            _log(self.log_path, {"step": self.step_offset + self.step, "loss": loss, "grad_norm": grad_norm,
+                                 "lr": lr, "tokens_per_s": round(tps)})
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+            self.t_last, self.tokens_since = time.time(), 0
+
+    def record_eval(self, r):
+        r["step"] = self.step_offset + self.step
+        self.evals.append(r)
+        if self.master:
+            _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"]})
+        return r
+
+    def keep_if_best(self, r):
+        """Early stopping: keep the weights of the best evaluation so far in best.pt."""
+        if self.s.patience and self.master and r["loss"] < min((e["loss"] for e in self.evals[:-1]), default=math.inf):
+            save_atomic({"model": self.model.state_dict(), "step": r["step"]}, self.best_path)
+
+    def stalled(self):
+        """Early stopping: the last `patience` evaluations all failed to beat the best before them."""
+        losses, k = [e["loss"] for e in self.evals], self.s.patience
+        return 0 < k < len(losses) and min(losses[-k:]) >= min(losses[:-k])
+
+    def non_finite(self, loss):
+        where = f"the last good checkpoint (step {self.last_ckpt}) is in {self.ckpt_path}" \
+            if self.last_ckpt is not None else "no checkpoint was written yet"
+        return NonFiniteLossError(f"loss is {loss} at step {self.step + 1} ({self.desc}); stopping; {where}")
+
+    def barrier(self):
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+
+    def finish(self, run_eval):
+        """The last evaluation (unless one was just made), the best weights back under early stopping,
+        final.pt written, ckpt.pt and best.pt removed. Returns the evaluations."""
+        s, evals = self.s, self.evals
+        r = evals[-1] if evals and evals[-1]["step"] == self.step_offset + self.step else run_eval()
+        if self.master:
+            print(f"{self.desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
+                  f"masked-token accuracy {r['acc']:.1%} after {self.step} steps")
+        if s.patience:
+            best = min(evals, key=lambda e: e["loss"])
+            if best is not r:  # the weights of the best evaluation replace the last ones
+                self.model.load_state_dict(torch.load(self.best_path, map_location=self.device,
+                                                      weights_only=True)["model"])
+            if self.master:
+                why = f"stopped early: no better held-out loss in {s.patience} evaluations" \
+                    if self.step < self.steps else "the step cap was reached"
+                print(f"{self.desc}: {why}; kept the weights of step {best['step']} (held-out loss {best['loss']:.4f})")
+        if self.master:
+            self.checkpoint(self.final_path, done=True)
+            for path in (self.ckpt_path, self.best_path):
+                if path.exists():
+                    path.unlink()
+        return evals
+
+
+def distributed():
+    """(rank, world_size), initialising the process group under torchrun (RANK/WORLD_SIZE set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def save_atomic(obj, path):
+    """torch.save through bert.atomic_write (temp file, fsync, rename): never half a checkpoint."""
+    bert.atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path, run_config):
+    """torch.load(weights_only=True: tensors and plain containers only, no pickled code) and check that the
+    checkpoint was made by the same run configuration, naming every difference if not."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    diffs = config_differences(state["config"], run_config)
+    if diffs:
+        raise CheckpointMismatchError(f"{path} was made by another configuration:\n  " + "\n  ".join(diffs)
+                                      + f"\n(delete {Path(path).parent} to start over)")
+    return state
+
+
+def config_differences(saved, current):
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {current.get(k, '<absent>')!r}"
+            for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
+
+
+def _flatten_py_state(st):
+    # random.getstate() -> (version, tuple of 625 ints, gauss_next); stored as a flat list of ints.
+    return [st[0], *st[1], -1 if st[2] is None else st[2]]
+
+
+def _to_py_state(flat):
+    flat = list(flat)
+    return (flat[0], tuple(flat[1:-1]), None if flat[-1] == -1 else flat[-1])
+
+
+def _log(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def _truncate_log(path, step):
+    """Drop log lines written after `step` (a killed run's lines past its checkpoint: they will be
+    written again), so that every step is logged exactly once."""
+    if path.exists():
+        kept = [r for r in read_log(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 if __name__ == "__main__":
