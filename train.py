@@ -1024,7 +1024,13 @@ def load_checkpoint(path, run_config):
     return state
 
 
+# Run-config keys added after checkpoints were first written, with the value that older checkpoints
+# (which lack the key) were made with: such a checkpoint still loads and resumes.
+CONFIG_ADDED = {"patience": 0}
+
+
 def config_differences(saved, current):
+    saved = {**{k: v for k, v in CONFIG_ADDED.items() if k in current}, **saved}
     keys = sorted(set(saved) | set(current))
     return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {current.get(k, '<absent>')!r}"
             for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]

@@ -578,6 +578,37 @@ def test_init_shared_through_run_xpt_copies_the_rows_of_tokens_both_vocabularies
     assert not torch.equal(off.bert.embeddings.word_embeddings.weight[list(shared)], sw[list(shared.values())])
 
 
+def test_a_checkpoint_from_before_early_stopping_still_resumes(tok, corpus, tmp_path, monkeypatch):
+    """Checkpoints written before `patience` joined the run config (their config lacks the key) resume;
+    a real difference is still refused."""
+    s = tiny_settings(steps=6, ckpt_every=2)
+    tr, va = train.build_datasets(s, tok, corpus)
+    info = train.tokenizer_info(tok, s)
+    whole = tiny_model(tok, s)
+    train.train_loop(whole, tr, va, out_dir=tmp_path / "whole", steps=6, tok_info=info, s=s)
+    calls, lr_at = [], train.lr_at
+
+    def dying_lr_at(*a):
+        calls.append(a)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("stopped")
+        return lr_at(*a)
+    monkeypatch.setattr(train, "lr_at", dying_lr_at)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_loop(tiny_model(tok, s), tr, va, out_dir=tmp_path / "old", steps=6, tok_info=info, s=s)
+    monkeypatch.setattr(train, "lr_at", lr_at)
+    ckpt = tmp_path / "old" / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]["patience"]  # as written before the key existed
+    torch.save(state, ckpt)
+    resumed = tiny_model(tok, s)
+    train.train_loop(resumed, tr, va, out_dir=tmp_path / "old", steps=6, tok_info=info, s=s)
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert train.config_differences({"lr": 1.0}, {"lr": 2.0, "patience": 0}) == ["lr: checkpoint 1.0 vs now 2.0"]
+    assert train.config_differences({}, {"patience": 3}) == ["patience: checkpoint 0 vs now 3"]
+
+
 def test_reused_lr_scale_slows_the_copied_parameters_in_phase_2(tok, corpus, tmp_path):
     """--reused_lr_scale through run_xpt: in phase 2 the parameters copied from the source move ~100x
     less at scale 0.01 than at 1, while the new ones (words, ITLs) move as much as before."""
