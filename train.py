@@ -143,6 +143,33 @@ def parse_args(argv, defaults=None, usage=None):
     return s
 
 
+def check_settings(s):
+    """Refuse settings no run can use, before anything is read or written, naming the setting and what
+    it needs (the same check on a fresh run and on a rerun). Raises ValueError."""
+    fraction = lambda v: 0 <= v <= 1  # noqa: E731
+    rules = {  # setting: (test, what it needs)
+        **{k: (lambda v: v >= 1, ">= 1") for k in ("batch_size", "grad_accum", "hidden_size", "num_layers",
+                                                  "num_heads", "intermediate_size", "vocab_size", "log_every")},
+        **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "phase1_steps", "phase2_steps", "source_steps",
+                                                  "itl_layers", "eval_every", "eval_batches", "patience",
+                                                  "ckpt_every", "weight_decay", "max_grad_norm",
+                                                  "reused_lr_scale", "source_lr", "scratch_lr")},
+        "max_len": (lambda v: v >= 5, ">= 5"),
+        "lr": (lambda v: v > 0, "> 0"),
+        "mlm_probability": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "valid_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "warmup": (fraction, "in [0, 1] (a fraction of the steps)"),
+    }
+    problems = [f"--{k} must be {need}, got {getattr(s, k)}" for k, (ok, need) in rules.items()
+                if not ok(getattr(s, k))]
+    if not problems and s.hidden_size % s.num_heads:
+        problems.append(f"--hidden_size={s.hidden_size} must be divisible by --num_heads={s.num_heads}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return s
+
+
 USAGE = ["usage: python train.py [--key=value ...]",
          "(the demo's --preset fills in model and step sizes that are not given on the command line)"]
 
@@ -825,7 +852,7 @@ def run_xpt_task(s):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    s = parse_args(argv)
+    s = check_settings(parse_args(argv))
     if s.task == "mlm":
         run_mlm(s)
     elif s.task == "xpt":
