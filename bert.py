@@ -165,9 +165,17 @@ class BertConfig:
         atomic_write(path, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
-    def from_json_file(cls, path) -> "BertConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+    def from_json_file(cls, path, **overrides) -> "BertConfig":
+        """The config in a config.json file (`overrides` replace fields); a file that is not a JSON
+        object is a ValueError naming it."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a valid config.json ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a valid config.json (a JSON object is expected)")
+        return cls.from_dict({**d, **overrides})
 
 
 def _gelu_tanh(x):
@@ -352,8 +360,7 @@ class _Pretrained(nn.Module):
         config_path = directory / "config.json"
         if not config_path.exists():
             raise FileNotFoundError(f"{config_path} not found")
-        with open(config_path, encoding="utf-8") as f:
-            config = BertConfig.from_dict({**json.load(f), **overrides})
+        config = BertConfig.from_json_file(config_path, **overrides)
         if (directory / "model.safetensors").exists():
             sd = read_safetensors(directory / "model.safetensors")
         elif (directory / "pytorch_model.bin").exists():

@@ -11,7 +11,7 @@ steps, XPT phases). Classification has other data (TSV rows with labels), other 
 per row, padded to the longest in the batch), another metric (accuracy) and no resume; folding it into
 train.py would grow that file unreadable. From train.py it reuses the `--key=value` parser and its
 --help, the learning-rate schedule (`lr_at`), the AdamW groups (`default_groups`), `pick_device`,
-`read_documents` and `NonFiniteLossError`.
+`read_documents`, `read_text` and `NonFiniteLossError`.
 
 What is here, in reading order:
   1. Settings (`FinetuneSettings`), overridable as --key=value.
@@ -117,20 +117,20 @@ def read_tsv(path, text_column="text", label_column="label"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"TSV file not found: {path}")
-    with open(path, encoding="utf-8-sig") as f:
-        header_line = f.readline()
-        if not header_line.strip():
-            raise ValueError(f"{path} is empty (expected a header line, then one row per example)")
-        header = header_line.rstrip("\r\n").split("\t")
-        ti = _column(header, text_column, path, "text")
-        li = _column(header, label_column, path, "label")
-        rows, skipped = [], 0
-        for line in f:
-            parts = line.rstrip("\r\n").split("\t")
-            if len(parts) <= max(ti, li) or not parts[ti].strip() or not parts[li].strip():
-                skipped += line.strip() != ""  # blank lines are not worth a warning
-                continue
-            rows.append((parts[ti].strip(), parts[li].strip()))
+    lines = train.read_text(path, encoding="utf-8-sig").split("\n")  # (\r\n and \r are \n already)
+    header_line = lines[0] if lines else ""
+    if not header_line.strip():
+        raise ValueError(f"{path} is empty (expected a header line, then one row per example)")
+    header = header_line.split("\t")
+    ti = _column(header, text_column, path, "text")
+    li = _column(header, label_column, path, "label")
+    rows, skipped = [], 0
+    for line in lines[1:]:
+        parts = line.split("\t")
+        if len(parts) <= max(ti, li) or not parts[ti].strip() or not parts[li].strip():
+            skipped += line.strip() != ""  # blank lines are not worth a warning
+            continue
+        rows.append((parts[ti].strip(), parts[li].strip()))
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} rows with missing fields or empty text", stacklevel=2)
     if not rows:
@@ -390,12 +390,16 @@ def _demo():
     # test accuracy: 100.00% on 32 rows
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """main() for the command line: a user's mistake is one line "error: ..." and exit status 2."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        if len(sys.argv) == 1:
-            _demo()
-        else:
-            main()
+        _demo() if not argv else main(argv)
     except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

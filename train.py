@@ -191,13 +191,25 @@ def help_text(s, usage=None):
 # ----------------------------------------------------------------------------------------------------
 # 2. Data
 # ----------------------------------------------------------------------------------------------------
+def read_text(path, encoding="utf-8"):
+    """The text of a UTF-8 file; bytes that are not UTF-8 are a ValueError naming the file and line."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        raw = path.read_bytes()
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                         f"save the text as UTF-8 (e.g. iconv -t utf-8)") from None
+
+
 def read_documents(path, doc_format="line"):
     """Documents of a plain-text file. doc_format="line": one document per line (empty lines skipped);
     "blank": documents separated by blank lines (lines inside a document are joined with spaces)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if doc_format == "line":
         docs = [ln.strip() for ln in text.splitlines()]
     elif doc_format == "blank":
@@ -228,8 +240,9 @@ def tokenize_documents(docs, tok, cache_dir=None, key=""):
     h = hashlib.sha256(("\n".join(docs) + "\x00" + key).encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"tokens-{h}.npz" if cache_dir else None
     if path is not None and path.exists():
-        z = np.load(path)
-        return z["ids"], z["offsets"]
+        cached = _read_token_cache(path, len(docs), len(tok))
+        if cached is not None:
+            return cached
     encode_batch = getattr(tok, "encode_batch", None)
     chunks = []
     step = 2000
@@ -244,6 +257,25 @@ def tokenize_documents(docs, tok, cache_dir=None, key=""):
     if path is not None:  # (a unique temp file per writer: safe with several processes)
         bert.atomic_write(path, lambda f: np.savez(f, ids=ids, offsets=offsets))
     return ids, offsets
+
+
+def _read_token_cache(path, n_docs, vocab_size):
+    """(ids, offsets) from a token cache if it is whole and fits (n_docs documents, ids below
+    vocab_size); a cut-short or foreign file gets a warning and None: it is rebuilt, never used."""
+    try:
+        with np.load(path) as z:
+            ids, offsets = z["ids"], z["offsets"]
+        ok = (offsets.ndim == 1 and len(offsets) == n_docs + 1 and offsets[0] == 0
+              and offsets[-1] == len(ids) and bool(np.all(np.diff(offsets) >= 0))
+              and (len(ids) == 0 or int(ids.max()) < vocab_size))
+    except Exception as e:  # (a cut-short .npz fails in zipfile, numpy or pickle, depending where)
+        ok, why = False, f"{type(e).__name__}: {e}"
+    else:
+        why = "it does not match these documents and this tokenizer"
+    if ok:
+        return ids, offsets
+    print(f"warning: token cache {path} is unusable ({why}); tokenizing again", file=sys.stderr)
+    return None
 
 
 def pack_full_sentences(ids, offsets, max_len, bos_id, eos_id, pad_id):
@@ -429,6 +461,10 @@ def word_start_flags(tok):
 # ----------------------------------------------------------------------------------------------------
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class CheckpointUnreadableError(ValueError):
+    """A checkpoint file that cannot be read (cut short, overwritten, not a checkpoint)."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -853,22 +889,23 @@ def run_xpt_task(s):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     s = check_settings(parse_args(argv))
-    if s.task == "mlm":
-        run_mlm(s)
-    elif s.task == "xpt":
-        run_xpt_task(s)
-    elif s.task == "demo":
-        import demo  # (demo.py imports this module: the demo is a story told with it)
-        demo.run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv})
-    else:
+    if s.task not in ("demo", "mlm", "xpt"):
         raise ValueError(f"task must be demo, mlm or xpt, got {s.task!r}")
+    with output_lock(s.out_dir):
+        if s.task == "mlm":
+            run_mlm(s)
+        elif s.task == "xpt":
+            run_xpt_task(s)
+        else:
+            import demo  # (demo.py imports this module: the demo is a story told with it)
+            demo.run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv})
 
 
 def cli(argv=None):
     """main() for the command line: a user's mistake is one line "error: ..." and exit status 2."""
     try:
         main(argv)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+    except (ValueError, FileNotFoundError, NonFiniteLossError, OutputInUseError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -897,6 +934,7 @@ class _Run:
         model.to(self.device)
         self.master = self.rank == 0
         self.ckpt_path, self.final_path = out_dir / "ckpt.pt", out_dir / "final.pt"
+        self.prev_path = out_dir / "ckpt.prev.pt"  # the checkpoint before ckpt.pt, kept until the run ends
         self.log_path, self.best_path = out_dir / "log.jsonl", out_dir / "best.pt"
         self.run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
                                world=self.world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
@@ -905,7 +943,11 @@ class _Run:
                                step_offset=step_offset, eval="mask-only", patience=s.patience)
         self.finished = None
         if self.final_path.exists():
-            state = load_checkpoint(self.final_path, self.run_config)
+            try:
+                state = load_checkpoint(self.final_path, self.run_config)
+            except CheckpointUnreadableError as e:
+                raise CheckpointUnreadableError(f"{e}; the run's final weights are lost: delete {out_dir} to "
+                                                f"train this run again") from None
             model.load_state_dict(state["model"])
             self.finished = state.get("evals", [])
             return self
@@ -920,8 +962,8 @@ class _Run:
         # Dropout draws from torch's global RNG: seed it here, so a run does not depend on what ran
         # before it in the process (a resumed run restores the RNG state from its checkpoint instead).
         torch.manual_seed(s.seed * 1009 + step_offset + 1)
-        if self.ckpt_path.exists():
-            state = load_checkpoint(self.ckpt_path, self.run_config)
+        state = self._latest_checkpoint()
+        if state is not None:
             model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.evals = state["step"], state["evals"]
@@ -930,7 +972,7 @@ class _Run:
             if torch.cuda.is_available() and "rng_cuda" in state:
                 torch.cuda.set_rng_state_all(state["rng_cuda"])
             if self.master:
-                print(f"resuming {desc} from {self.ckpt_path} at step {self.step}")
+                print(f"resuming {desc} from {state['path']} at step {self.step}")
         if self.master:
             _truncate_log(self.log_path, step_offset + self.step)  # lines a killed run wrote after its checkpoint
 
@@ -943,8 +985,28 @@ class _Run:
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" \
             else contextlib.nullcontext
         self.t_last, self.tokens_since = time.time(), 0
-        self.last_ckpt = self.step if self.ckpt_path.exists() else None
+        self.last_ckpt = self.step if state is not None else None
         return self
+
+    def _latest_checkpoint(self):
+        """The newest readable checkpoint of this run (ckpt.pt, else the one before it), or None. An
+        unreadable newest one is reported and skipped; with no readable one left, a clear error."""
+        problems = []
+        for path in (self.ckpt_path, self.prev_path):
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path, self.run_config)
+            except CheckpointUnreadableError as e:
+                problems.append(str(e))
+                continue
+            if problems:
+                print(f"warning: {problems[0]}; resuming from the checkpoint before it", file=sys.stderr)
+            return {**state, "path": path}
+        if problems:
+            raise CheckpointUnreadableError(f"{problems[0]}, and there is no earlier readable checkpoint: delete "
+                                            f"{self.ckpt_path.parent} to start this run over")
+        return None
 
     def checkpoint(self, path=None, done=False):
         """Write ckpt.pt (with the optimizer and RNG states, to resume) or, when done, final.pt."""
@@ -956,6 +1018,8 @@ class _Run:
                          rng_python=list(_flatten_py_state(random.getstate())))
             if torch.cuda.is_available():
                 state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if not done and self.ckpt_path.exists():
+            os.replace(self.ckpt_path, self.prev_path)  # the last good one stays until the new one is whole
         save_atomic(state, path or self.ckpt_path)
         if not done:
             self.last_ckpt = self.step
@@ -1015,10 +1079,56 @@ class _Run:
                 print(f"{self.desc}: {why}; kept the weights of step {best['step']} (held-out loss {best['loss']:.4f})")
         if self.master:
             self.checkpoint(self.final_path, done=True)
-            for path in (self.ckpt_path, self.best_path):
+            for path in (self.ckpt_path, self.prev_path, self.best_path):
                 if path.exists():
                     path.unlink()
         return evals
+
+
+class OutputInUseError(RuntimeError):
+    """Another live run holds the output folder."""
+
+
+@contextlib.contextmanager
+def output_lock(out_dir):
+    """One run per output folder: out_dir/.lock holds the process id of the run using it (rank 0's under
+    torchrun), so that two processes never write the same checkpoints. A lock whose process is gone (a
+    killed run) is taken over; a live one is an OutputInUseError."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    path = Path(out_dir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: one process wins
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise OutputInUseError(f"{out_dir} is in use by another run (process {pid}): wait for it to "
+                                       f"finish, stop it, or choose another --out_dir") from None
+            path.unlink(missing_ok=True)  # stale (its run was killed): take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def distributed():
@@ -1043,7 +1153,13 @@ def save_atomic(obj, path):
 def load_checkpoint(path, run_config):
     """torch.load(weights_only=True: tensors and plain containers only, no pickled code) and check that the
     checkpoint was made by the same run configuration, naming every difference if not."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["config"], state["model"]
+    except Exception as e:  # (torch.load's errors for a cut-short zip, a foreign file, ... vary)
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:150]  # its first sentence
+        raise CheckpointUnreadableError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") \
+            from None
     diffs = config_differences(state["config"], run_config)
     if diffs:
         raise CheckpointMismatchError(f"{path} was made by another configuration:\n  " + "\n  ".join(diffs)
@@ -1056,8 +1172,20 @@ def load_checkpoint(path, run_config):
 CONFIG_ADDED = {"patience": 0}
 
 
+def _flat(d, prefix=""):
+    """{"model": {"hidden_size": 8}} -> {"model.hidden_size": 8}: a difference names the one setting."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def config_differences(saved, current):
     saved = {**{k: v for k, v in CONFIG_ADDED.items() if k in current}, **saved}
+    saved, current = _flat(saved), _flat(current)
     keys = sorted(set(saved) | set(current))
     return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {current.get(k, '<absent>')!r}"
             for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
