@@ -234,6 +234,15 @@ class _Vocab:
             if not (isinstance(i, int) and 0 <= i < n):
                 raise ValueError(f"token id {i!r} is outside the vocabulary (valid ids: 0..{n - 1})")
 
+    @staticmethod
+    def _check_text(text):
+        """A lone surrogate is not Unicode text (it cannot be UTF-8 encoded; it comes from bytes decoded
+        with errors="surrogateescape"): refuse it with its position rather than guess."""
+        m = _LONE_SURROGATE.search(text)
+        if m:
+            raise ValueError(f"text has a lone surrogate U+{ord(m.group()):04X} at position {m.start()}, which "
+                             f"is not valid Unicode; decode the bytes with errors='replace' instead")
+
     def encode_batch(self, texts):
         """Encode many texts; shares the per-chunk cache, so repeated words cost one dict lookup."""
         return [self.encode(t) for t in texts]
@@ -382,7 +391,8 @@ class BPETokenizer(_Vocab):
     def encode(self, text):
         """Ids of `text` (no special tokens added). Each distinct chunk is BPE'd once, then cached.
         Any str that can be UTF-8 encoded works; a lone surrogate (not valid Unicode text) raises
-        UnicodeEncodeError."""
+        ValueError."""
+        self._check_text(text)
         ids = []
         for chunk in self._split.findall(text):
             ids.extend(self._cached(self._cache, chunk, self._chunk_ids))
@@ -496,9 +506,11 @@ def _line_of_key(text, key):
 # BERT's basic tokenizer, written as three regular expressions (google-research/bert tokenization.py
 # does the same character by character; HF's BertNormalizer + BertPreTokenizer are what we match).
 # Dropped: NUL, U+FFFD, controls (Cc), format characters such as the zero-width joiner (Cf), private
-# use (Co) and lone surrogates (Cs) -- except tab / newline / carriage return, which count as spaces.
+# use (Co) and lone surrogates (Cs; encode refuses them before) -- except tab / newline / carriage
+# return, which count as spaces.
 # subtle: unassigned code points (Cn) are kept, as HF does; which code points are unassigned depends on
 # the Unicode version of each library, so text from the newest scripts may still differ at the edges.
+_LONE_SURROGATE = regex.compile("[\ud800-\udfff]")  # not Unicode text: encode() refuses it
 _WP_DROP = regex.compile(r"[\x00\ufffd]|(?![\t\n\r])[\p{Cc}\p{Cf}\p{Co}\p{Cs}]")
 # Whitespace: Unicode's White_Space property (what HF uses), minus the controls already dropped.
 _WS = r"\t\n\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -589,7 +601,9 @@ class WordPieceTokenizer(_Vocab):
         return [self._token_to_id[t] for t in self.wordpiece(word)]
 
     def encode(self, text):
-        """Ids of `text` (no special tokens added); each distinct word is split once, then cached."""
+        """Ids of `text` (no special tokens added); each distinct word is split once, then cached. A lone
+        surrogate (not valid Unicode text) raises ValueError."""
+        self._check_text(text)
         ids = []
         for word in self.pre_tokenize(text):
             ids.extend(self._cached(self._cache, word, self._word_ids))
