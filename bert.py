@@ -88,7 +88,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12  # epsilon inside every LayerNorm (BERT 1e-12, RoBERTa 1e-5)
     pad_token_id: int = 0  # id of [PAD] (BERT 0, RoBERTa 1); RoBERTa's position ids depend on it
     initializer_range: float = 0.02  # std of the normal initialisation of weight matrices
-    model_type: str = "bert"  # "bert" or "roberta" (also "xlm-roberta", "camembert": RoBERTa-like)
+    model_type: str = "bert"  # "bert", "electra" or "roberta" (also "xlm-roberta", "camembert": RoBERTa-like)
     embedding_size: Optional[int] = None  # E: ALBERT factorized embeddings when < H; None means E = H
     share_layers: bool = False  # ALBERT cross-layer sharing: one block's weights used by all layers
     num_labels: int = 2  # output classes of BertForSequenceClassification (1 = regression, MSE loss)
@@ -99,6 +99,11 @@ class BertConfig:
     @property
     def is_roberta(self) -> bool:
         return self.model_type in ROBERTA_LIKE
+
+    @property
+    def flavour(self) -> str:
+        """The checkpoint layout: "bert", "roberta" (RoBERTa-like) or "electra"."""
+        return "roberta" if self.is_roberta else self.model_type
 
     @property
     def max_len(self) -> int:
@@ -126,8 +131,9 @@ class BertConfig:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.model_type != "bert" and not self.is_roberta:
-            problems.append(f"model_type {self.model_type!r} not supported; use 'bert' or one of {ROBERTA_LIKE}")
+        if self.model_type not in ("bert", "electra") and not self.is_roberta:
+            problems.append(f"model_type {self.model_type!r} not supported; use 'bert', 'electra' or one of "
+                            f"{ROBERTA_LIKE}")
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < (
                 self.vocab_size if isinstance(self.vocab_size, int) else 0):
             problems.append(f"pad_token_id must be an id in [0, vocab_size), got {self.pad_token_id!r}")
@@ -327,7 +333,7 @@ class BertPooler(nn.Module):
 
 class _Pretrained(nn.Module):
     config: BertConfig
-    hf_architecture = {"bert": "BertModel", "roberta": "RobertaModel"}
+    hf_architecture = {"bert": "BertModel", "roberta": "RobertaModel", "electra": "ElectraModel"}
 
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation (google-research/bert: truncated normal, std 0.02; HF: plain normal):
@@ -384,15 +390,19 @@ class _Pretrained(nn.Module):
         HF's key layout, so `transformers` loads it (unless the ALBERT switches are on)."""
         directory = Path(directory)
         config = self.config
-        flavour = "roberta" if config.is_roberta else "bert"
+        flavour = config.flavour
         prefix = "" if isinstance(self, BertModel) else flavour + "."
         tensors = {}
         for n, p in self.named_parameters():
             k = hf_name(n, config)
-            is_encoder = k.startswith(("embeddings.", "encoder.", "pooler."))
+            is_encoder = k.startswith(("embeddings.", "embeddings_project.", "encoder.", "pooler."))
             tensors[(prefix if is_encoder else "") + k] = p
         d = config.to_dict()
+        if flavour not in self.hf_architecture:
+            raise ValueError(f"{type(self).__name__} has no {flavour} checkpoint layout")
         d["architectures"] = [self.hf_architecture[flavour]]
+        if flavour == "electra":
+            d["embedding_size"] = config.emb_size  # (HF's ElectraConfig always names E)
         atomic_write(directory / "config.json", (json.dumps(d, indent=2, sort_keys=True) + "\n").encode())
         write_safetensors(directory / "model.safetensors", tensors)
 
@@ -565,6 +575,54 @@ class BertForSequenceClassification(_Pretrained):
         return ClassifierOutput(loss, logits)
 
 
+class ElectraOutput(NamedTuple):
+    loss: Optional[torch.Tensor]
+    logits: torch.Tensor  # (B, T): > 0 means "this token was replaced"
+
+
+class ReplacedTokenHead(nn.Module):
+    """ELECTRA's discriminator head: h -> act(W h + b) -> one score per token (Clark et al. 2020,
+    arXiv:2003.10555, section 2: a sigmoid output layer on each token's final hidden state)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.prediction(self.act(self.dense(hidden))).squeeze(-1)  # (B, T, H) -> (B, T)
+
+
+class ElectraForPreTraining(_Pretrained):
+    """ELECTRA's discriminator, the model ELECTRA keeps: the encoder (at `.bert`, like every model here)
+    and for every token the score "was it replaced?". With labels (B, T), 1 = replaced, the loss is the
+    mean binary cross-entropy over the real (unpadded) tokens, as in HF's ElectraForPreTraining."""
+    hf_architecture = {"electra": "ElectraForPreTraining"}
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.rtd = ReplacedTokenHead(config)
+        self.apply(self._init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> ElectraOutput:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        logits = self.rtd(hidden)  # (B, T)
+        loss = None
+        if labels is not None:
+            real = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+            loss = F.binary_cross_entropy_with_logits(logits[real].float(), labels[real].float())
+        return ElectraOutput(loss, logits)
+
+
+class ElectraForMaskedLM(BertForMaskedLM):
+    """ELECTRA's generator: a masked LM (usually narrower than the discriminator) whose samples replace
+    the masked tokens. The network is BERT's MLM; only the checkpoint layout differs."""
+    hf_architecture = {"electra": "ElectraForMaskedLM"}
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoint files: safetensors, read and written by hand
 #
@@ -669,19 +727,24 @@ HF_LAYER_NAMES = {  # ours (inside layers.<i>.)  ->  HF (inside encoder.layer.<i
 HF_EMBEDDING_NAMES = {"word_embeddings": "word_embeddings", "position_embeddings": "position_embeddings",
                       "token_type_embeddings": "token_type_embeddings", "layer_norm": "LayerNorm",
                       "projection": "projection"}
-HF_HEAD_NAMES = {  # ours -> HF, per flavour
+HF_HEAD_NAMES = {  # ours -> HF, per flavour (ELECTRA: the generator's MLM head, the discriminator's)
     "bert": {"head.dense": "cls.predictions.transform.dense",
              "head.layer_norm": "cls.predictions.transform.LayerNorm",
              "head.bias": "cls.predictions.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
     "roberta": {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm",
                 "head.bias": "lm_head.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
+    "electra": {"head.dense": "generator_predictions.dense", "head.layer_norm": "generator_predictions.LayerNorm",
+                "head.bias": "generator_lm_head.bias", "rtd.dense": "discriminator_predictions.dense",
+                "rtd.prediction": "discriminator_predictions.dense_prediction"},
 }
 # Keys that are copies of something else (the tied decoder) or not parameters at all (index buffers).
-_TIED_DECODER = {"cls.predictions.decoder.": "cls.predictions.", "lm_head.decoder.": "lm_head."}
+_TIED_DECODER = {"cls.predictions.decoder.": "cls.predictions.", "lm_head.decoder.": "lm_head.",
+                 "generator_lm_head.": "generator_lm_head."}
 _BUFFER_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
 # Groups of keys that may be absent from a checkpoint as a whole (then freshly initialised) or present
 # while our model lacks them (then dropped, with a warning): the heads and the pooler.
-_OPTIONAL_GROUPS = ("pooler.", "cls.predictions.", "lm_head.", "cls.seq_relationship.", "classifier.")
+_OPTIONAL_GROUPS = ("pooler.", "cls.predictions.", "lm_head.", "cls.seq_relationship.", "classifier.",
+                    "generator_predictions.", "generator_lm_head.", "discriminator_predictions.")
 
 
 def hf_name(ours: str, config: BertConfig) -> str:
@@ -691,12 +754,14 @@ def hf_name(ours: str, config: BertConfig) -> str:
     name = ours[len("bert."):] if ours.startswith("bert.") else ours
     parts = name.split(".")
     if parts[0] == "embeddings":
+        if parts[1] == "projection" and config.flavour == "electra":  # ELECTRA keeps it beside embeddings
+            return ".".join(["embeddings_project", *parts[2:]])
         return ".".join(["embeddings", HF_EMBEDDING_NAMES[parts[1]], *parts[2:]])
     if parts[0] == "layers":
         return ".".join(["encoder.layer", parts[1], HF_LAYER_NAMES[parts[2]], *parts[3:]])
     if parts[0] == "pooler":
         return name
-    heads = HF_HEAD_NAMES["roberta" if config.is_roberta else "bert"]
+    heads = HF_HEAD_NAMES[config.flavour]
     for our_prefix, hf_prefix in heads.items():
         if name == our_prefix or name.startswith(our_prefix + "."):
             return hf_prefix + name[len(our_prefix):]
@@ -713,7 +778,7 @@ def _normalise_checkpoint_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
     for k, v in sd.items():
         if k.endswith(_BUFFER_SUFFIXES):
             continue  # position_ids / token_type_ids: constant index buffers, not weights
-        for prefix in ("bert.", "roberta."):
+        for prefix in ("bert.", "roberta.", "electra."):
             if k.startswith(prefix):
                 k = k[len(prefix):]
         # subtle: checkpoints converted from TF (and old HF versions) call LayerNorm's scale and shift

@@ -12,7 +12,8 @@ import torch
 
 from bert import (BertConfig, BertEmbeddings, BertForMaskedLM, BertForPreTraining,
                   BertForSequenceClassification, BertLayer, BertModel, CheckpointError,
-                  make_attention_mask, read_safetensors, write_safetensors)
+                  ElectraForMaskedLM, ElectraForPreTraining, make_attention_mask, read_safetensors,
+                  write_safetensors)
 
 ODD = dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
            max_position_embeddings=20, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -160,6 +161,69 @@ def test_ours_saved_hf_loads(hf_dirs, tmp_path, name, cls, hf_cls_name, pad):
     again = cls.from_pretrained(tmp_path)
     for (n1, p1), (n2, p2) in zip(ours.named_parameters(), again.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ELECTRA: discriminator and generator in HF's layout, both ways
+
+ELECTRA_SPECS = {  # (embedding size E, hidden size H, heads, intermediate): with and without projection
+    "projected": (20, 36, 3, 37),
+    "square": (36, 36, 3, 37),
+}
+
+
+@pytest.fixture(scope="session")
+def hf_electra(tmp_path_factory):
+    """HF ELECTRA discriminators and generators, randomised and saved by HF: {(kind, spec): (dir, model)}."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(1)
+    out = {}
+    for spec, (E, H, nh, inter) in ELECTRA_SPECS.items():
+        cfg = transformers.ElectraConfig(vocab_size=99, embedding_size=E, hidden_size=H, num_hidden_layers=2,
+                                         num_attention_heads=nh, intermediate_size=inter, max_position_embeddings=20,
+                                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        for kind, cls in (("disc", transformers.ElectraForPreTraining), ("gen", transformers.ElectraForMaskedLM)):
+            m = cls(cfg).eval()
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(torch.randn_like(p) * 0.05)
+            d = tmp_path_factory.mktemp(f"electra_{kind}_{spec}")
+            m.save_pretrained(d)
+            out[(kind, spec)] = (d, m)
+    return out
+
+
+@pytest.mark.parametrize("spec", list(ELECTRA_SPECS))
+@pytest.mark.parametrize("kind", ["disc", "gen"])
+def test_electra_matches_hf_both_ways(hf_electra, tmp_path, kind, spec):
+    """We load what HF saves (the same logits to 1e-5, with padding and two segments), HF loads what we
+    save (the same logits again), and the loss with labels is HF's."""
+    transformers = pytest.importorskip("transformers")
+    d, hf = hf_electra[(kind, spec)]
+    cls = ElectraForPreTraining if kind == "disc" else ElectraForMaskedLM
+    ours = load_quiet(cls, d)
+    assert ours.fresh_parameters == [] and ours.config.model_type == "electra"
+    assert (ours.bert.embeddings.projection is None) == (spec == "square")
+    ids, mask, types = make_batch(0)
+    labels = (torch.rand(ids.shape, generator=torch.Generator().manual_seed(2)) < 0.3).long() if kind == "disc" \
+        else torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(2)) < 0.3, ids, -100)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        got = ours(ids, attention_mask=mask, token_type_ids=types)
+        assert got.logits.shape == ((B, T) if kind == "disc" else (B, T, 99))
+        assert_close_real(got.logits, ref.logits, mask, 1e-5)
+        ref_loss = hf(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss
+        got_loss = ours(ids, attention_mask=mask, token_type_ids=types, labels=labels).loss
+        torch.testing.assert_close(got_loss, ref_loss, atol=1e-5, rtol=0)
+        for p in ours.parameters():  # what HF reads back must be ours
+            p.add_(torch.randn_like(p) * 0.01)
+    ours.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "electra" and cfg["embedding_size"] == ELECTRA_SPECS[spec][0]
+    hf2 = getattr(transformers, cfg["architectures"][0]).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert_close_real(ours(ids, attention_mask=mask, token_type_ids=types).logits,
+                          hf2(input_ids=ids, attention_mask=mask, token_type_ids=types).logits, mask, 1e-5)
 
 
 def test_encoder_only_checkpoint_into_mlm_lists_fresh_head(hf_dirs):
