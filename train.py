@@ -71,7 +71,7 @@ class Settings:
     tokenizer: str = "bpe"        # tokenizer kind to train: bpe (byte-level, RoBERTa) | wordpiece (BERT)
     tokenizer_dir: str = ""       # use this saved tokenizer instead of training one
     vocab_size: int = 4000        # vocabulary size when training a tokenizer
-    packing: str = "full"         # full: RoBERTa FULL-SENTENCES | nsp: BERT sentence pairs + next-sentence
+    packing: str = "full"         # full: RoBERTa FULL-SENTENCES | nsp: BERT pairs, next sentence | sop: ALBERT order
     max_len: int = 64             # tokens per training sequence, specials included
     # --- model (fresh models only; a source checkpoint brings its own)
     hidden_size: int = 128        # width of every layer
@@ -302,14 +302,19 @@ def pack_full_sentences(ids, offsets, max_len, bos_id, eos_id, pad_id):
     return {"input_ids": t(out), "attention_mask": t(mask)}
 
 
-def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed):
+def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed, order=False):
     """BERT's sentence pairs: [CLS] A [SEP] B [SEP] with segment ids 0 for A and 1 for B. For each
     window of a document, A is its first part (cut at a random point); B is the rest (label 0, IsNext)
     or, with probability 1/2, a span of another random document (label 1, NotNext). Drawn once,
-    with a seeded generator (BERT's create_pretraining_data does the same; masks stay dynamic)."""
+    with a seeded generator (BERT's create_pretraining_data does the same; masks stay dynamic).
+
+    order=True: ALBERT's sentence-order prediction instead (Lan et al. 2019, arXiv:1909.11942, section
+    3.1): B is always the rest of the same window, and with probability 1/2 the two segments are
+    swapped (label 1) or not (label 0), so the task is the order of two consecutive segments, not the
+    topic of a random one."""
     rng = np.random.default_rng(seed)
     n_docs = len(offsets) - 1
-    if n_docs < 2:
+    if n_docs < 2 and not order:
         raise ValueError("next-sentence prediction needs at least 2 documents")
     room = max_len - 3
     if room < 2:
@@ -324,7 +329,10 @@ def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed):
             cut = int(rng.integers(1, len(window)))
             a, b = window[:cut], window[cut:]
             label = 0
-            if rng.random() < 0.5:
+            if order:
+                if rng.random() < 0.5:
+                    a, b, label = b, a, 1  # swapped
+            elif rng.random() < 0.5:
                 other = int(rng.integers(0, n_docs - 1))
                 other += other >= d  # any document but this one
                 o = docs[other]
@@ -371,10 +379,11 @@ def build_datasets(s, tok, train_path, valid_path=None, cache_dir=None):
             raise ValueError(f"the {part} text produced no tokens")
         if s.packing == "full":
             data = pack_full_sentences(ids, offsets, s.max_len, tok.bos_id, tok.eos_id, tok.pad_id)
-        elif s.packing == "nsp":
-            data = pack_sentence_pairs(ids, offsets, s.max_len, tok.cls_id, tok.sep_id, tok.pad_id, s.seed)
+        elif s.packing in ("nsp", "sop"):
+            data = pack_sentence_pairs(ids, offsets, s.max_len, tok.cls_id, tok.sep_id, tok.pad_id, s.seed,
+                                       order=s.packing == "sop")
         else:
-            raise ValueError(f"packing must be 'full' or 'nsp', got {s.packing!r}")
+            raise ValueError(f"packing must be 'full', 'nsp' or 'sop', got {s.packing!r}")
         out.append(data)
     return out[0], out[1]
 
@@ -650,8 +659,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     a checkpoint of the same run_config, training resumes from it; if it holds final.pt, nothing runs.
     tok_info: dict(mask_id, vocab_size, special_ids, word_starts or None).
     groups: optimizer parameter groups (default: trainable params, no decay on biases/LayerNorm); each
-    may carry "lr_scale". With --packing=nsp the logged training loss is what BertForPreTraining returns,
-    MLM + NSP; the held-out evaluation is MLM only, like every other run's.
+    may carry "lr_scale". With --packing=nsp (or sop) the logged training loss is what BertForPreTraining
+    returns, MLM + NSP (or SOP); the held-out evaluation is MLM only, like every other run's.
     step_offset: where this run starts in a longer story (XPT's phase 2 starts at the end of phase 1):
     the data stream, the masks, the dropout seed, the evaluation points and the logged steps continue
     from there, while the learning-rate schedule is this run's own. Returns the evaluation results.
@@ -787,7 +796,7 @@ def fresh_config(s, tok):
         num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
         hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
         max_position_embeddings=s.max_len + (tok.pad_id + 1 if roberta else 0),
-        type_vocab_size=1 if roberta and s.packing != "nsp" else 2, pad_token_id=tok.pad_id,
+        type_vocab_size=1 if roberta and s.packing == "full" else 2, pad_token_id=tok.pad_id,
         model_type="roberta" if roberta else "bert", layer_norm_eps=1e-5 if roberta else 1e-12)
 
 
@@ -805,7 +814,7 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
     tok, train_data, valid_data = rank0_first(prepare)
     cfg = fresh_config(s, tok)
     torch.manual_seed(s.seed)
-    model = (bert.BertForPreTraining if s.packing == "nsp" else bert.BertForMaskedLM)(cfg)
+    model = (bert.BertForPreTraining if s.packing in ("nsp", "sop") else bert.BertForMaskedLM)(cfg)
     print(f"{desc}: {_nparams(model):,} parameters, {len(train_data['input_ids']):,} training sequences "
           f"of {s.max_len} tokens, {len(valid_data['input_ids']):,} held out")
     evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
@@ -862,7 +871,8 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
         print(f"{name}: {steps} steps, {n_train:,} trainable parameters")
         last = phase == phases[-1][0]  # early stopping (s.patience) applies to the last phase only
         ev = train_loop(model, train_data, valid_data, out_dir=out_dir / f"phase{phase}", steps=steps,
-                        tok_info=info, s=s if last else dataclasses.replace(s, patience=0), groups=groups, run_config={**cfg, "phase": phase},
+                        tok_info=info, s=s if last else dataclasses.replace(s, patience=0), groups=groups,
+                        run_config={**cfg, "phase": phase},
                         desc=name, step_offset=offset)
         offset += steps
         evals.extend({**e, "phase": phase} for e in ev)

@@ -637,6 +637,29 @@ def test_embeddings_only_runs_as_one_phase(tok, corpus, tmp_path):
     assert [(e["phase"], e["step"]) for e in evals] == [(1, 4)]
 
 
+def test_sentence_order_pairs_are_consecutive_segments_swapped_half_the_time(tok, corpus):
+    """--packing=sop (ALBERT): both segments come from one window of one document; label 0 pairs are in
+    order, label 1 pairs are exactly those swapped; about half are swapped."""
+    s = tiny_settings(packing="sop", max_len=24)
+    docs = train.read_documents(corpus)
+    ids, offsets = train.tokenize_documents(docs, tok)
+    data = train.pack_sentence_pairs(ids, offsets, 24, tok.cls_id, tok.sep_id, tok.pad_id, s.seed, order=True)
+    labels = data["next_sentence_label"].tolist()
+    assert 0.4 < sum(labels) / len(labels) < 0.6, sum(labels) / len(labels)
+    text = ids.astype(np.int64).tolist()
+    for row, seg, label in zip(data["input_ids"].tolist(), data["token_type_ids"].tolist(), labels):
+        seps = [i for i, t in enumerate(row) if t == tok.sep_id]
+        a, b = row[1:seps[0]], row[seps[0] + 1:seps[1]]
+        assert all(x == 0 for x in seg[:seps[0] + 1]) and all(x == 1 for x in seg[seps[0] + 1:seps[1] + 1])
+        first, second = (a, b) if label == 0 else (b, a)  # undo the swap: the original order
+        joined = first + second
+        starts = [i for i in range(len(text) - len(joined) + 1) if text[i:i + len(joined)] == joined]
+        assert starts and any(offsets[d] <= starts[0] and starts[0] + len(joined) <= offsets[d + 1]
+                              for d in range(len(offsets) - 1)), "one contiguous stretch of one document"
+    tr, _ = train.build_datasets(s, tok, corpus)  # --packing=sop: the same pairs, BERT's two-way head
+    assert set(tr["next_sentence_label"].tolist()) == {0, 1} and train.fresh_config(s, tok).type_vocab_size == 2
+
+
 def test_nsp_packing_trains_bert_for_pretraining(tok, corpus, tmp_path):
     s = tiny_settings(packing="nsp", steps=3)
     tr, va = train.build_datasets(s, tok, corpus)
