@@ -125,6 +125,37 @@ def test_whole_word_masking_takes_all_pieces():
     assert 0.12 < chosen[:, 1:].float().mean().item() < 0.18
 
 
+def test_span_masking_statistics():
+    """SpanBERT's span masking on a large batch: span lengths from the clipped geometric distribution
+    (mean 3.8 at p = 0.2, none above 10), the 15% budget per row, whole words, no special token, and
+    80/10/10 drawn per span."""
+    g = torch.Generator().manual_seed(0)
+    lengths = train.span_lengths(100_000, g)
+    assert lengths.min() == 1 and lengths.max() == 10 and abs(lengths.float().mean().item() - 3.8) < 0.05
+    V = 99
+    word_starts = torch.zeros(V, dtype=torch.bool)
+    word_starts[5:60] = True  # ids 5..59 start words, 60..98 continue them
+    ids = torch.where(torch.rand(200, 64, generator=g) < 0.6, torch.randint(5, 60, (200, 64), generator=g),
+                      torch.randint(60, V, (200, 64), generator=g))
+    ids[:, 0], ids[:40, 50:] = 0, 1  # <s>, padding
+    inputs, labels = train.mask_tokens(ids, mask_id=4, vocab_size=V, special_ids=SPECIAL, generator=g,
+                                       word_starts=word_starts, spans=True)
+    chosen, real = labels != -100, ids >= 5
+    assert not (chosen & ~real).any()
+    budget = torch.round(0.15 * real.sum(1).float())
+    assert ((chosen.sum(1) - budget) >= 0).all() and ((chosen.sum(1) - budget) < 10).all()  # a word's overshoot
+    cont = ~word_starts[ids] & real  # a continuation piece (padding is not one)
+    cont[:, :2] = False
+    assert torch.equal(chosen[:, 1:][cont[:, 1:]], chosen[:, :-1][cont[:, 1:]]), "whole words"
+    runs = [len(r) for row in chosen.tolist() for r in "".join("x" if c else " " for c in row).split()]
+    assert sum(runs) / len(runs) > 2.5, "contiguous spans, not scattered tokens"
+    masked = (inputs[chosen] == 4).float().mean().item()
+    assert 0.74 < masked < 0.86, masked
+    plain_inputs, plain_labels = train.mask_spans(ids, mask_id=4, vocab_size=V, special_ids=SPECIAL,
+                                                  generator=torch.Generator().manual_seed(1))
+    assert ((plain_labels != -100).sum(1) == budget).all(), "without word starts the budget is exact"
+
+
 def test_word_start_flags_follow_the_tokenizer(tok):
     flags = train.word_start_flags(tok)
     assert flags.shape == (len(tok),)
