@@ -623,6 +623,53 @@ class ElectraForMaskedLM(BertForMaskedLM):
     hf_architecture = {"electra": "ElectraForMaskedLM"}
 
 
+class ElectraPairOutput(NamedTuple):
+    loss: Optional[torch.Tensor]  # generator MLM loss + disc_weight x discriminator loss
+    logits: torch.Tensor  # the generator's MLM logits, as in MaskedLMOutput
+    disc_logits: torch.Tensor  # (B, T) the discriminator's "replaced?" scores
+    replaced: torch.Tensor  # (B, T) bool: which tokens the discriminator saw replaced
+    gen_loss: Optional[torch.Tensor]
+    disc_loss: Optional[torch.Tensor]
+
+
+class ElectraPair(nn.Module):
+    """ELECTRA pretraining as one module with one loss (Clark et al. 2020, arXiv:2003.10555, section 2),
+    so that a training loop written for a masked LM runs it unchanged. Given masked inputs and their
+    labels (-100 = not masked):
+      1. the generator (a small masked LM) predicts the masked tokens: its MLM loss;
+      2. each masked position is filled with a sample from the generator's distribution (no gradient
+         flows through the sampling); a sample that equals the original counts as "original";
+      3. the discriminator predicts, for every real token of the filled-in sequence, whether it was
+         replaced: its binary cross-entropy, weighted by disc_weight (50 in the paper).
+    The two share their token, position and segment embeddings (the paper's section 3.2; the tables'
+    width E must then be the same, and the narrower generator projects E to its own hidden size)."""
+
+    def __init__(self, generator: "ElectraForMaskedLM", discriminator: ElectraForPreTraining, disc_weight=50.0):
+        super().__init__()
+        ge, de = generator.bert.embeddings, discriminator.bert.embeddings
+        if generator.config.emb_size != discriminator.config.emb_size:
+            raise ValueError(f"generator and discriminator must share the embedding width E, got "
+                             f"{generator.config.emb_size} and {discriminator.config.emb_size}")
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            setattr(ge, name, getattr(de, name))  # one module, two users
+        self.generator, self.discriminator, self.disc_weight = generator, discriminator, disc_weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> ElectraPairOutput:
+        if labels is None:
+            raise ValueError("ElectraPair needs labels: the masked positions and their original tokens")
+        gen = self.generator(input_ids, attention_mask, token_type_ids, labels=labels)  # logits (N, V)
+        masked = labels != -100
+        with torch.no_grad():
+            sample = torch.multinomial(F.softmax(gen.logits.float(), -1), 1).squeeze(-1)  # (N,)
+        corrupted = input_ids.clone()
+        corrupted[masked] = sample
+        original = torch.where(masked, labels, input_ids)
+        replaced = corrupted != original
+        disc = self.discriminator(corrupted, attention_mask, token_type_ids, labels=replaced.long())
+        return ElectraPairOutput(gen.loss + self.disc_weight * disc.loss, gen.logits, disc.logits, replaced,
+                                 gen.loss, disc.loss)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoint files: safetensors, read and written by hand
 #

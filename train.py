@@ -89,6 +89,10 @@ class Settings:
     max_grad_norm: float = 1.0    # gradient clipping; 0 = off
     mlm_probability: float = 0.15 # share of tokens chosen for prediction
     whole_word: bool = False      # mask all pieces of a word together
+    span_masking: bool = False    # mask SpanBERT's spans (whole words, lengths ~ geometric, mean 3.8)
+    objective: str = "mlm"        # mlm (BERT/RoBERTa) | electra (replaced-token detection, --task=mlm)
+    generator_size: float = 0.25  # electra: the generator's width as a fraction of the discriminator's
+    disc_weight: float = 50.0     # electra: weight of the discriminator's loss (the paper's lambda)
     # --- XPT (xpt.py)
     source: str = ""              # source model: HF-format dir; the demo also: shipped (data/source_en) | pretrain
     method: str = "xpt"           # scratch | embeddings-only | xpt-no-itl | xpt-one-phase | xpt
@@ -160,6 +164,9 @@ def check_settings(s):
         "valid_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
         "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "warmup": (fraction, "in [0, 1] (a fraction of the steps)"),
+        "objective": (lambda v: v in ("mlm", "electra"), "mlm or electra"),
+        "generator_size": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "disc_weight": (lambda v: v >= 0, ">= 0"),
     }
     problems = [f"--{k} must be {need}, got {getattr(s, k)}" for k, (ok, need) in rules.items()
                 if not ok(getattr(s, k))]
@@ -627,34 +634,55 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
                                  mlm_probability=mlm_probability, word_starts=word_starts)
     n = len(data["input_ids"])
     total_loss, total_right, total_n = 0.0, 0, 0
-    for b, start in enumerate(range(0, n, batch_size)):
-        if max_batches and b >= max_batches:
-            break
-        batch = {k_: v[start:start + batch_size] for k_, v in data.items()}
-        batch.pop("next_sentence_label", None)
-        ids = batch["input_ids"]
-        for group in range(k):
-            chosen = groups[start:start + batch_size] == group
-            if not chosen.any():
-                continue
-            inputs = torch.where(chosen, torch.full_like(ids, mask_id), ids)
-            labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-            mb = {k_: v.to(device) for k_, v in {**batch, "input_ids": inputs, "labels": labels}.items()}
-            with autocast():
-                out = model(**mb)
-            logits = out.logits.float()
-            target = mb["labels"]
-            if logits.dim() == 3:  # full logits: keep the labelled positions
-                logits = logits[target != -100]
-            target = target[target != -100]
-            total_loss += F.cross_entropy(logits, target, reduction="sum").item()
-            total_right += (logits.argmax(-1) == target).sum().item()
-            total_n += target.numel()
+    disc = dict.fromkeys(("loss", "tokens", "replaced", "replaced_right", "original_right"), 0.0)
+    # ELECTRA samples its replacements: draw them from a fixed seed, leaving the training RNG untouched
+    cuda = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(0)
+        for b, start in enumerate(range(0, n, batch_size)):
+            if max_batches and b >= max_batches:
+                break
+            batch = {k_: v[start:start + batch_size] for k_, v in data.items()}
+            batch.pop("next_sentence_label", None)
+            ids = batch["input_ids"]
+            for group in range(k):
+                chosen = groups[start:start + batch_size] == group
+                if not chosen.any():
+                    continue
+                inputs = torch.where(chosen, torch.full_like(ids, mask_id), ids)
+                labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+                mb = {k_: v.to(device) for k_, v in {**batch, "input_ids": inputs, "labels": labels}.items()}
+                with autocast():
+                    out = model(**mb)
+                logits = out.logits.float()
+                target = mb["labels"]
+                if logits.dim() == 3:  # full logits: keep the labelled positions
+                    logits = logits[target != -100]
+                target = target[target != -100]
+                total_loss += F.cross_entropy(logits, target, reduction="sum").item()
+                total_right += (logits.argmax(-1) == target).sum().item()
+                total_n += target.numel()
+                if hasattr(out, "disc_logits"):  # ELECTRA: the discriminator on the real tokens it saw
+                    real = mb["attention_mask"].bool()
+                    d_logits, replaced = out.disc_logits[real].float(), out.replaced[real]
+                    right = (d_logits > 0) == replaced
+                    disc["loss"] += F.binary_cross_entropy_with_logits(d_logits, replaced.float(), reduction="sum").item()
+                    disc["tokens"] += real.sum().item()
+                    disc["replaced"] += replaced.sum().item()
+                    disc["replaced_right"] += (right & replaced).sum().item()
+                    disc["original_right"] += (right & ~replaced).sum().item()
     model.train(was_training)
     if total_n == 0:
         raise ValueError("the held-out data has no maskable tokens")
     loss = total_loss / total_n
-    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n}
+    r = {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n}
+    if disc["tokens"]:
+        original = disc["tokens"] - disc["replaced"]
+        r.update(disc_loss=disc["loss"] / disc["tokens"],
+                 disc_acc_replaced=disc["replaced_right"] / max(disc["replaced"], 1),
+                 disc_acc_original=disc["original_right"] / max(original, 1),
+                 replaced_share=disc["replaced"] / disc["tokens"])
+    return r
 
 
 def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_grad_norm=1.0,
@@ -749,7 +777,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
         g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
         batch["input_ids"], batch["labels"] = mask_tokens(
             batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-            special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts)
+            special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts,
+            spans=s.span_masking)
         lr = s.lr * lr_at(step, steps, warmup_steps)
         loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum, micro=s.batch_size,
                                      rank=run.rank, world=run.world, max_grad_norm=s.max_grad_norm,
@@ -855,6 +884,23 @@ def fresh_config(s, tok):
         model_type="roberta" if roberta else "bert", layer_norm_eps=1e-5 if roberta else 1e-12)
 
 
+def electra_configs(s, tok):
+    """(discriminator, generator) configs for --objective=electra: the discriminator of the settings'
+    size; a generator generator_size as wide (whole heads of the same size; the paper's 1/4 to 1/2),
+    reading the discriminator's embedding tables (E = the discriminator's width) through a projection.
+    ELECTRA numbers positions like BERT, whatever the tokenizer's pad id."""
+    common = dict(vocab_size=len(tok), num_hidden_layers=s.num_layers, hidden_dropout_prob=s.dropout,
+                  attention_probs_dropout_prob=s.dropout, max_position_embeddings=s.max_len, type_vocab_size=1,
+                  pad_token_id=tok.pad_id, model_type="electra")
+    disc = bert.BertConfig(hidden_size=s.hidden_size, num_attention_heads=s.num_heads,
+                           intermediate_size=s.intermediate_size, **common)
+    heads = max(1, round(s.num_heads * s.generator_size))
+    width = heads * (s.hidden_size // s.num_heads)
+    gen = bert.BertConfig(hidden_size=width, num_attention_heads=heads, embedding_size=s.hidden_size,
+                          intermediate_size=max(1, round(s.intermediate_size * width / s.hidden_size)), **common)
+    return disc, gen
+
+
 def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm"):
     """Pretrain a masked LM from scratch on a text file; returns (model, tokenizer, evals)."""
     out_dir = Path(out_dir or s.out_dir)
@@ -866,18 +912,30 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
     def prepare():
         t = tok or get_tokenizer(s, split_documents(s, corpus, valid_corpus)[0], out_dir)
         return (t, *build_datasets(s, t, corpus, valid_corpus, out_dir / "cache"))
+    if s.objective == "electra" and s.packing != "full":
+        raise ValueError("--objective=electra pretrains on --packing=full (ELECTRA has no sentence-pair task)")
     tok, train_data, valid_data = rank0_first(prepare)
-    cfg = fresh_config(s, tok)
     torch.manual_seed(s.seed)
-    model = (bert.BertForPreTraining if s.packing in ("nsp", "sop") else bert.BertForMaskedLM)(cfg)
+    if s.objective == "electra":  # ELECTRA: a generator and the discriminator, one loss (bert.ElectraPair)
+        cfg, gen_cfg = electra_configs(s, tok)
+        model = bert.ElectraPair(bert.ElectraForMaskedLM(gen_cfg), bert.ElectraForPreTraining(cfg), s.disc_weight)
+        run_config = {"model": cfg.to_dict(), "generator": gen_cfg.to_dict(), "disc_weight": s.disc_weight}
+    else:
+        cfg = fresh_config(s, tok)
+        model = (bert.BertForPreTraining if s.packing in ("nsp", "sop") else bert.BertForMaskedLM)(cfg)
+        run_config = {"model": cfg.to_dict()}
     print(f"{desc}: {_nparams(model):,} parameters, {len(train_data['input_ids']):,} training sequences "
           f"of {s.max_len} tokens, {len(valid_data['input_ids']):,} held out")
     evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
-                       tok_info=tokenizer_info(tok, s), s=s, run_config={"model": cfg.to_dict(), "data": data_sha(train_data, valid_data)},
-                       desc=desc)
+                       tok_info=tokenizer_info(tok, s), s=s,
+                       run_config={**run_config, "data": data_sha(train_data, valid_data)}, desc=desc)
     if int(os.environ.get("RANK", "0")) == 0:
-        model.save_pretrained(out_dir / "model")
+        keep = model.discriminator if s.objective == "electra" else model  # ELECTRA keeps the discriminator
+        keep.save_pretrained(out_dir / "model")
         tok.save(out_dir / "model")
+        if s.objective == "electra":
+            model.generator.save_pretrained(out_dir / "generator")
+            tok.save(out_dir / "generator")
     return model, tok, evals
 
 
@@ -1004,7 +1062,8 @@ class _Run:
         self.run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
                                world=self.world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
                                max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
-                               whole_word=s.whole_word, seed=s.seed, max_len=s.max_len, packing=s.packing,
+                               whole_word=s.whole_word, span_masking=s.span_masking, seed=s.seed,
+                               max_len=s.max_len, packing=s.packing,
                                step_offset=step_offset, eval="mask-only", patience=s.patience)
         self.finished = None
         if self.final_path.exists():
@@ -1102,7 +1161,8 @@ class _Run:
         r["step"] = self.step_offset + self.step
         self.evals.append(r)
         if self.master:
-            _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"]})
+            _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"],
+                                 **{f"eval_{k}": v for k, v in r.items() if k.startswith(("disc_", "replaced"))}})
         return r
 
     def keep_if_best(self, r):
@@ -1133,6 +1193,9 @@ class _Run:
         if self.master:
             print(f"{self.desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
                   f"masked-token accuracy {r['acc']:.1%} after {self.step} steps")
+            if "disc_loss" in r:  # ELECTRA: the loss above is the generator's
+                print(f"{self.desc}: discriminator loss {r['disc_loss']:.4f}, right on {r['disc_acc_replaced']:.1%} "
+                      f"of the replaced tokens and {r['disc_acc_original']:.1%} of the original ones")
         if s.patience:
             best = min(evals, key=lambda e: e["loss"])
             if best is not r:  # the weights of the best evaluation replace the last ones
@@ -1234,7 +1297,7 @@ def load_checkpoint(path, run_config):
 
 # Run-config keys added after checkpoints were first written, with the value that older checkpoints
 # (which lack the key) were made with: such a checkpoint still loads and resumes.
-CONFIG_ADDED = {"patience": 0}
+CONFIG_ADDED = {"patience": 0, "span_masking": False}
 
 
 def _flat(d, prefix=""):

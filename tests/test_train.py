@@ -640,6 +640,41 @@ def test_a_checkpoint_from_before_early_stopping_still_resumes(tok, corpus, tmp_
     assert train.config_differences({}, {"patience": 3}) == ["patience: checkpoint 0 vs now 3"]
 
 
+def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, tmp_path, monkeypatch):
+    """--objective=electra through the same loop: the generator and the discriminator share their
+    embedding tables, evaluation reports the discriminator on replaced and original tokens, a run
+    stopped in the middle (with accumulation) resumes to the same weights (the generator's samples
+    come from the checkpointed RNG), and the discriminator is saved as an ELECTRA checkpoint."""
+    s = tiny_settings(objective="electra", steps=6, ckpt_every=2, eval_every=3, grad_accum=2, batch_size=3,
+                      hidden_size=32, num_heads=4, generator_size=0.5)
+    whole, _, evals = train.run_mlm(s, out_dir=tmp_path / "whole", corpus=corpus, tok=tok)
+    g, d = whole.generator, whole.discriminator
+    assert g.bert.embeddings.word_embeddings is d.bert.embeddings.word_embeddings
+    assert g.config.hidden_size == 16 and d.config.hidden_size == 32 and g.bert.embeddings.projection is not None
+    assert {"disc_loss", "disc_acc_replaced", "disc_acc_original"} <= set(evals[-1])
+    assert 0 < evals[-1]["replaced_share"] < 0.3
+    calls, lr_at = [], train.lr_at
+
+    def dying(*a):
+        calls.append(a)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return lr_at(*a)
+    monkeypatch.setattr(train, "lr_at", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
+    monkeypatch.setattr(train, "lr_at", lr_at)
+    torch.manual_seed(4321)
+    resumed, _, again = train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
+    for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), n
+    assert again == evals
+    saved = bert.ElectraForPreTraining.from_pretrained(tmp_path / "whole" / "model")
+    assert saved.config.model_type == "electra" and torch.equal(saved.rtd.prediction.weight, d.rtd.prediction.weight)
+    with pytest.raises(ValueError, match="packing=full"):
+        train.run_mlm(train.dataclasses.replace(s, packing="nsp"), out_dir=tmp_path / "x", corpus=corpus, tok=tok)
+
+
 def test_reused_lr_scale_slows_the_copied_parameters_in_phase_2(tok, corpus, tmp_path):
     """--reused_lr_scale through run_xpt: in phase 2 the parameters copied from the source move ~100x
     less at scale 0.01 than at 1, while the new ones (words, ITLs) move as much as before."""
