@@ -652,7 +652,14 @@ class ElectraPair(nn.Module):
                              f"{generator.config.emb_size} and {discriminator.config.emb_size}")
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
             setattr(ge, name, getattr(de, name))  # one module, two users
-        self.generator, self.discriminator, self.disc_weight = generator, discriminator, disc_weight
+        # (the discriminator first: the shared tables are then named after it, discriminator.bert.*)
+        self.discriminator, self.generator, self.disc_weight = discriminator, generator, disc_weight
+        self.config = discriminator.config
+
+    def save_pretrained(self, directory) -> None:
+        """The discriminator (the model ELECTRA keeps) in `directory`, the generator in directory/generator."""
+        self.discriminator.save_pretrained(directory)
+        self.generator.save_pretrained(Path(directory) / "generator")
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> ElectraPairOutput:
         if labels is None:

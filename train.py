@@ -930,12 +930,8 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
                        tok_info=tokenizer_info(tok, s), s=s,
                        run_config={**run_config, "data": data_sha(train_data, valid_data)}, desc=desc)
     if int(os.environ.get("RANK", "0")) == 0:
-        keep = model.discriminator if s.objective == "electra" else model  # ELECTRA keeps the discriminator
-        keep.save_pretrained(out_dir / "model")
+        model.save_pretrained(out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
         tok.save(out_dir / "model")
-        if s.objective == "electra":
-            model.generator.save_pretrained(out_dir / "generator")
-            tok.save(out_dir / "generator")
     return model, tok, evals
 
 
@@ -960,15 +956,20 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
     out_dir = Path(out_dir)
     if s.packing != "full":
         raise ValueError("XPT post-trains a masked LM: use --packing=full (NSP needs BertForPreTraining)")
-    source = bert.BertForMaskedLM.from_pretrained(source_dir)
+    source_cls = bert.BertForMaskedLM
+    if bert.BertConfig.from_json_file(Path(source_dir) / "config.json").model_type == "electra":
+        source_cls = bert.ElectraForPreTraining  # XPT of the discriminator, with a new generator
+    source = source_cls.from_pretrained(source_dir)
     if s.init_shared and source_tok is None:
         source_tok = tokenizers_mod.load_tokenizer(source_dir)  # the source's own vocabulary files
     model = xpt.build_xpt(source, len(tok), method=method, itl_layers=s.itl_layers,
-                          target_pad_token_id=tok.pad_id,
-                          seed=s.seed, source_tokenizer=source_tok, target_tokenizer=tok if source_tok else None)
+                          target_pad_token_id=tok.pad_id, seed=s.seed, source_tokenizer=source_tok,
+                          target_tokenizer=tok if source_tok else None, generator_size=s.generator_size,
+                          disc_weight=s.disc_weight)
     print(xpt.report(model))
     info = tokenizer_info(tok, s)
     cfg = {"model": model.config.to_dict(), "method": method, "source": str(source_dir),
+           **({"generator": model.generator.config.to_dict()} if hasattr(model, "generator") else {}),
            "source_sha": _file_sha(Path(source_dir) / "model.safetensors")
            if (Path(source_dir) / "model.safetensors").exists() else "",
            "data": data_sha(train_data, valid_data), "itl_layers": s.itl_layers,

@@ -50,15 +50,17 @@ import math
 
 import torch
 
-from bert import BertForMaskedLM
+from bert import BertForMaskedLM, ElectraForMaskedLM, ElectraForPreTraining, ElectraPair
 
 METHODS = ("scratch", "embeddings-only", "xpt-no-itl", "xpt-one-phase", "xpt")
 
 
 def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_pad_token_id=None,
               reuse_positions=True, reuse_token_types=True, reuse_embedding_norm=True,
-              reuse_head_transform=True, source_tokenizer=None, target_tokenizer=None, seed=None):
-    """Build a masked LM for the target vocabulary from a source `BertForMaskedLM`.
+              reuse_head_transform=True, source_tokenizer=None, target_tokenizer=None, seed=None,
+              generator_size=0.25, disc_weight=50.0):
+    """Build a masked LM for the target vocabulary from a source `BertForMaskedLM` (or, beyond the
+    paper, an ELECTRA model for the target language from a source `ElectraForPreTraining`).
 
     source:             a bert.BertForMaskedLM (e.g. `BertForMaskedLM.from_pretrained(dir)`; an
                         encoder-only checkpoint is fine: its fresh MLM head is not reused by default
@@ -72,8 +74,17 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
                         vocabularies (beyond the paper; off by default).
     seed:               seeds the random init of the new parameters (None: use the global RNG).
 
+    generator_size, disc_weight: ELECTRA sources only (see below).
+
     Returns a bert.BertForMaskedLM with `model.xpt` = {"method", "reused": set of parameter names copied
     from the source, "itl_in": range, "body": range, "itl_out": range, "copied_embeddings": int}.
+
+    An ELECTRA source (`bert.ElectraForPreTraining`, the discriminator) gives a `bert.ElectraPair`:
+    the target discriminator is built exactly like the masked LM above (its replaced-token head is
+    reused like the MLM transform: it reads hidden states, not words), and a new target-language
+    generator, generator_size as wide, shares its embedding tables. The generator has no source
+    counterpart, so it is new and trains in both phases. Names in `reused` then start with
+    "discriminator.".
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -94,13 +105,17 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
     if target_pad_token_id is not None:
         cfg.pad_token_id = target_pad_token_id
 
+    electra = isinstance(source, ElectraForPreTraining)
+    body_cls = ElectraForPreTraining if electra else BertForMaskedLM
     if seed is not None:
         # Fork the RNG so that building a model does not disturb the caller's random stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = BertForMaskedLM(cfg)
+            model = body_cls(cfg)
+            generator = _electra_generator(cfg, generator_size) if electra else None
     else:
-        model = BertForMaskedLM(cfg)
+        model = body_cls(cfg)
+        generator = _electra_generator(cfg, generator_size) if electra else None
 
     reused = set()
     # subtle: an encoder-only checkpoint (e.g. MiniLM) loads into BertForMaskedLM with a *random* MLM
@@ -150,12 +165,17 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
         # The MLM head's transform (dense + GELU + LayerNorm) maps encoder states to "embedding
         # space"; it is language-independent in the same sense as the layers. The decoder is tied to
         # the NEW word embeddings, and its bias (a per-token log-frequency prior) is new.
-        if reuse_head_transform:
+        if reuse_head_transform and electra:  # ELECTRA's "replaced?" head reads hidden states only
+            copy_module(model.rtd, source.rtd, "rtd")
+        elif reuse_head_transform:
             copy_module(model.head.dense, source.head.dense, "head.dense")
             copy_module(model.head.layer_norm, source.head.layer_norm, "head.layer_norm")
         if source_tokenizer is not None and target_tokenizer is not None:
             copied_embeddings = copy_shared_embeddings(source, model, source_tokenizer, target_tokenizer)
 
+    if electra:  # the target discriminator and its new generator, one module with one loss
+        model = ElectraPair(generator, model, disc_weight)
+        reused = {f"discriminator.{n}" for n in reused}
     model.xpt = {
         "method": method,
         "reused": reused,
@@ -216,9 +236,26 @@ def copy_shared_embeddings(source, target, source_tokenizer, target_tokenizer):
     return len(pairs)
 
 
+def _electra_generator(cfg, generator_size):
+    """A new generator for a target discriminator config: generator_size as wide (whole heads of the
+    same size), reading the discriminator's embedding tables through a projection."""
+    heads = max(1, round(cfg.num_attention_heads * generator_size))
+    width = heads * (cfg.hidden_size // cfg.num_attention_heads)
+    gen_cfg = copy.deepcopy(cfg)
+    gen_cfg.hidden_size, gen_cfg.num_attention_heads, gen_cfg.embedding_size = width, heads, cfg.emb_size
+    gen_cfg.intermediate_size = max(1, round(cfg.intermediate_size * width / cfg.hidden_size))
+    gen_cfg.validate()
+    return ElectraForMaskedLM(gen_cfg)
+
+
+def _local(name):
+    """A parameter's name inside the (target) masked LM or discriminator: 'discriminator.' dropped."""
+    return name[len("discriminator."):] if name.startswith("discriminator.") else name
+
+
 def _layer_indices(name):
     """'bert.layers.3.attention...' -> 3, else None."""
-    parts = name.split(".")
+    parts = _local(name).split(".")
     if len(parts) > 2 and parts[0] == "bert" and parts[1] == "layers":
         return int(parts[2])
     return None
@@ -326,11 +363,11 @@ def _groups(model):
     def in_layers(rng):
         return lambda n: _layer_indices(n) in rng
 
-    add("word embeddings", lambda n: n.startswith("bert.embeddings.word_embeddings"))
-    add("position embeddings", lambda n: n.startswith("bert.embeddings.position_embeddings"))
-    add("segment embeddings", lambda n: n.startswith("bert.embeddings.token_type_embeddings"))
-    add("embedding LayerNorm", lambda n: n.startswith("bert.embeddings.layer_norm"))
-    add("embedding projection", lambda n: n.startswith("bert.embeddings.projection"))
+    add("word embeddings", lambda n: _local(n).startswith("bert.embeddings.word_embeddings"))
+    add("position embeddings", lambda n: _local(n).startswith("bert.embeddings.position_embeddings"))
+    add("segment embeddings", lambda n: _local(n).startswith("bert.embeddings.token_type_embeddings"))
+    add("embedding LayerNorm", lambda n: _local(n).startswith("bert.embeddings.layer_norm"))
+    add("embedding projection", lambda n: _local(n).startswith("bert.embeddings.projection"))
     r = info["itl_in"]
     add(f"ITL in ({len(r)} layer{'s' * (len(r) != 1)})", in_layers(r))
     r = info["body"]
@@ -339,6 +376,8 @@ def _groups(model):
     add(f"ITL out ({len(r)} layer{'s' * (len(r) != 1)})", in_layers(r))
     add("MLM head transform", lambda n: n.startswith("head.") and not n.endswith("head.bias"))
     add("MLM decoder bias", lambda n: n == "head.bias")
+    add("replaced-token head", lambda n: _local(n).startswith("rtd."))
+    add("ELECTRA generator", lambda n: n.startswith("generator."))
     seen = {n for _, sel in out for n in sel}
     add("other", lambda n: n not in seen)
     return out

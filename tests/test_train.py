@@ -16,6 +16,7 @@ import torch
 
 import bert
 import train
+import xpt
 from tokenizer import BPETokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -673,6 +674,43 @@ def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, t
     assert saved.config.model_type == "electra" and torch.equal(saved.rtd.prediction.weight, d.rtd.prediction.weight)
     with pytest.raises(ValueError, match="packing=full"):
         train.run_mlm(train.dataclasses.replace(s, packing="nsp"), out_dir=tmp_path / "x", corpus=corpus, tok=tok)
+
+
+def test_xpt_from_an_electra_discriminator(tok, corpus, tmp_path):
+    """Beyond the paper: XPT of an ELECTRA discriminator. Through run_xpt's loop, after phase 1 every
+    tensor copied from the source (layers, positions, segments, LayerNorms, the replaced-token head) is
+    bit-identical to it while the new generator (no source counterpart) and the new words have trained;
+    phase 2 moves everything; the result is saved as an ELECTRA discriminator with its generator."""
+    s = tiny_settings(phase1_steps=3, phase2_steps=3, hidden_size=32, num_heads=4, generator_size=0.5)
+    cfg, _ = train.electra_configs(s, tok)
+    torch.manual_seed(0)
+    src = bert.ElectraForPreTraining(cfg)
+    src.save_pretrained(tmp_path / "src")
+    tr, va = train.build_datasets(s, tok, corpus)
+    model, evals = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "x")
+    assert isinstance(model, bert.ElectraPair) and "disc_loss" in evals[-1]
+    p1 = torch.load(tmp_path / "x" / "phase1" / "final.pt", weights_only=True)["model"]
+    source = src.state_dict()
+
+    def source_name(n):  # discriminator.bert.layers.i -> bert.layers.(i - 1)
+        n = n[len("discriminator."):]
+        if n.startswith("bert.layers."):
+            i = int(n.split(".")[2])
+            n = n.replace(f"layers.{i}.", f"layers.{i - s.itl_layers}.", 1)
+        return n
+    reused = sorted(model.xpt["reused"])
+    assert any(".rtd." in "." + n for n in reused) and any("position_embeddings" in n for n in reused)
+    for n in reused:
+        assert torch.equal(p1[n], source[source_name(n)]), n
+    init = xpt.build_xpt(src, len(tok), itl_layers=s.itl_layers, target_pad_token_id=tok.pad_id, seed=s.seed,
+                         generator_size=s.generator_size).state_dict()
+    new = [n for n in p1 if n.startswith("generator.bert.layers.") or "word_embeddings" in n]
+    assert new and all(not torch.equal(p1[n], init[n]) for n in new), "the generator and the words train in phase 1"
+    final = model.state_dict()
+    assert all(not torch.equal(final[n], source[source_name(n)]) for n in reused)
+    saved = bert.ElectraForPreTraining.from_pretrained(tmp_path / "x" / "model")
+    assert saved.config.num_hidden_layers == cfg.num_hidden_layers + 2
+    assert (tmp_path / "x" / "model" / "generator" / "model.safetensors").exists()
 
 
 def test_reused_lr_scale_slows_the_copied_parameters_in_phase_2(tok, corpus, tmp_path):
