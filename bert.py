@@ -789,7 +789,7 @@ HF_HEAD_NAMES = {  # ours -> HF, per flavour (ELECTRA: the generator's MLM head,
                 "head.bias": "lm_head.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
     "electra": {"head.dense": "generator_predictions.dense", "head.layer_norm": "generator_predictions.LayerNorm",
                 "head.bias": "generator_lm_head.bias", "rtd.dense": "discriminator_predictions.dense",
-                "rtd.prediction": "discriminator_predictions.dense_prediction"},
+                "rtd.prediction": "discriminator_predictions.dense_prediction", "classifier": "classifier"},
 }
 # Keys that are copies of something else (the tied decoder) or not parameters at all (index buffers).
 _TIED_DECODER = {"cls.predictions.decoder.": "cls.predictions.", "lm_head.decoder.": "lm_head.",
