@@ -742,6 +742,10 @@ def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: Optional
     atomic_write(path, struct.pack("<Q", len(h)) + h + b"".join(chunks))
 
 
+_UMASK = os.umask(0o022)  # read the process's umask (the only way is to set it) and put it back
+os.umask(_UMASK)
+
+
 def atomic_write(path, data) -> None:
     """Write `data` (bytes, or a function that writes to a binary file) to a temp file in the same
     folder, flush it to disk, then rename it over `path`: a reader, or a rerun after a crash mid-write,
@@ -751,6 +755,7 @@ def atomic_write(path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private (0600); give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
             data(f) if callable(data) else f.write(data)
             f.flush()

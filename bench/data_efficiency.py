@@ -89,8 +89,8 @@ HEADLINE = ("xpt", "scratch")  # the arms with paired seeds
 PRESETS = {
     "tiny": dict(
         budgets=(5_000, 20_000), dev_lines=10, test_lines=20, ko_vocab=400, max_len=32,
-        batch_size=8, mlm_probability=0.4, phase1_steps=4, max_steps=16, eval_every=4, patience=2,
-        lr_grid=(3e-3,), lr_budget=5_000, seeds=(1, 2), methods=xpt.METHODS,
+        batch_size=8, mlm_probability=0.4, phase1_steps=2, max_steps=8, eval_every=2, patience=2,
+        lr_grid=(3e-3,), lr_budget=5_000, seeds=(1, 2), methods=("scratch", "embeddings-only", "xpt"),
         labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,), ft_epochs=1, ft_batch=16, bow_l2=(1e-3, 1e-1),
         ft_methods=HEADLINE, workers=1),
     "cpu": dict(
@@ -611,7 +611,8 @@ def _measure(e, p, pool, spent):
 
 def ratios(runs, budgets, methods):
     """Per method and budget: mean and std of the test loss, the paired difference to scratch, whether
-    it beats scratch (mean difference > 2 x the paired differences' std), and the data-efficiency ratio
+    it beats scratch (mean difference > 2 x the paired differences' std) or is worse than it (the same
+    the other way), and the data-efficiency ratio
     (of the means, and its range over the paired seeds)."""
     loss = {(r["method"], r["budget_bytes"], r["seed"]): r["test_loss"] for r in runs}
     seeds = sorted({r["seed"] for r in runs if r["method"] == "scratch"})
@@ -634,6 +635,7 @@ def ratios(runs, budgets, methods):
             out[m][str(x)] = {
                 "mean": mean, "std": std, "diff_mean": d_mean, "diff_std": d_std, "seeds": ks,
                 "beats_scratch": None if d_std is None else bool(d_mean > 2 * d_std),
+                "worse_than_scratch": None if d_std is None else bool(-d_mean > 2 * d_std),
                 "ratio": ratio_text(kind, ratio),
                 "ratio_range": [ratio_text(*min(per_seed, key=_ratio_order)), ratio_text(*max(per_seed, key=_ratio_order))]}
     return out
@@ -679,7 +681,8 @@ def markdown(res):
             if rt is None:
                 cells.append("-")
                 continue
-            beat = {True: "beats scratch", False: "no difference", None: "one seed"}[rt["beats_scratch"]]
+            beat = "one seed" if rt["beats_scratch"] is None else "beats scratch" if rt["beats_scratch"] \
+                else "worse than scratch" if rt.get("worse_than_scratch") else "no difference"
             rng = f", seeds {rt['ratio_range'][0]} .. {rt['ratio_range'][1]}" if len(rt["seeds"]) > 1 else ""
             cells.append(f"{_ms(rt['mean'], rt['std'])} ({beat}; ratio {rt['ratio']}{rng})")
         lines.append("| " + " | ".join(cells) + " |")
