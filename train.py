@@ -441,12 +441,8 @@ def mask_tokens(input_ids, *, mask_id, vocab_size, special_ids, mlm_probability=
     if spans:
         return mask_spans(input_ids, mask_id=mask_id, vocab_size=vocab_size, special_ids=special_ids,
                           mlm_probability=mlm_probability, generator=generator, word_starts=word_starts)
-    if not 0.0 <= mlm_probability <= 1.0:
-        raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
     ids = input_ids
-    special = torch.zeros(vocab_size, dtype=torch.bool, device=ids.device)
-    special[torch.as_tensor(list(special_ids), dtype=torch.long, device=ids.device)] = True
-    candidate = ~special[ids]  # (B, T)
+    special, candidate = _maskable(ids, vocab_size, special_ids, mlm_probability)
     r = torch.rand(ids.shape, generator=generator, device=ids.device)
     if word_starts is not None:
         r = torch.gather(r, 1, word_first_position(ids, candidate, word_starts))  # a word shares one draw
@@ -458,6 +454,15 @@ def mask_tokens(input_ids, *, mask_id, vocab_size, special_ids, mlm_probability=
     inputs = torch.where(chosen & (action < 0.8), torch.full_like(ids, mask_id), ids)
     inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, inputs)
     return inputs, labels
+
+
+def _maskable(ids, vocab_size, special_ids, mlm_probability):
+    """(special: (V,) bool over the vocabulary, candidate: (B, T) bool, True where a token may be masked)."""
+    if not 0.0 <= mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
+    special = torch.zeros(vocab_size, dtype=torch.bool, device=ids.device)
+    special[torch.as_tensor(list(special_ids), dtype=torch.long, device=ids.device)] = True
+    return special, ~special[ids]
 
 
 def span_lengths(n, generator=None, p=0.2, max_len=10):
@@ -475,12 +480,8 @@ def mask_spans(input_ids, *, mask_id, vocab_size, special_ids, mlm_probability=0
     budget, at a word boundary); each span is replaced as a whole 80/10/10 ([MASK] / random tokens /
     unchanged). A Python loop per row: readable, and ~1 ms per row of 64 tokens on a CPU.
     Differs from SpanBERT: spans never cross a special token (their rows here are single documents)."""
-    if not 0.0 <= mlm_probability <= 1.0:
-        raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
     ids = input_ids
-    special = torch.zeros(vocab_size, dtype=torch.bool, device=ids.device)
-    special[torch.as_tensor(list(special_ids), dtype=torch.long, device=ids.device)] = True
-    candidate = ~special[ids]  # (B, T)
+    special, candidate = _maskable(ids, vocab_size, special_ids, mlm_probability)
     first = word_first_position(ids, candidate, word_starts) if word_starts is not None \
         else torch.arange(ids.shape[1]).expand_as(ids)
     chosen = torch.zeros_like(candidate)

@@ -507,12 +507,20 @@ def run_tasks(tasks, pool, desc, spent):
 # ----------------------------------------------------------------------------------------------------
 # The whole measurement
 # ----------------------------------------------------------------------------------------------------
-def run(b):
+def reported(b, presets, tables):
+    """--report=FILE: print tables(results) of a results.json and return True (nothing to run); else
+    refuse an unknown preset and return False. (Shared by the benches that write results.json.)"""
     if b.report:
-        print(markdown(json.loads(Path(b.report).read_text(encoding="utf-8"))))
+        print(tables(json.loads(Path(b.report).read_text(encoding="utf-8"))))
+        return True
+    if b.preset not in presets:
+        raise ValueError(f"preset must be one of {list(presets)}, got {b.preset!r}")
+    return False
+
+
+def run(b):
+    if reported(b, PRESETS, markdown):
         return None
-    if b.preset not in PRESETS:
-        raise ValueError(f"preset must be one of {list(PRESETS)}, got {b.preset!r}")
     if b.workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = the preset's), got {b.workers}")
     p = PRESETS[b.preset]

@@ -111,11 +111,8 @@ def fine_tune(p, model_dir, rows, tok, lr, seed):
 
 
 def run(b):
-    if b.report:
-        print(markdown(json.loads(Path(b.report).read_text(encoding="utf-8"))))
+    if de.reported(b, PRESETS, markdown):
         return None
-    if b.preset not in PRESETS:
-        raise ValueError(f"preset must be one of {list(PRESETS)}, got {b.preset!r}")
     p = PRESETS[b.preset]
     out = Path(b.out_dir) / b.preset
     t0 = time.time()

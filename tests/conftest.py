@@ -17,6 +17,7 @@ Skips: on a developer's machine a reference test that cannot run (no network, no
 skipped, so the core suite runs anywhere. In CI (`CI=true` in the environment, as `.ci/run` is run) a
 skip is a failure, except in tests marked `may_skip_in_ci` whose skip does not hide a reference check.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -140,3 +141,22 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (CI=true), which must run every reference test: {reason}"
+
+
+@contextlib.contextmanager
+def stopped_in_step(monkeypatch, n):
+    """Stop a run inside its n-th optimizer step (counted over all phases), as a kill would: train.lr_at
+    is called once per step, so the n-th call raises. The block must raise KeyboardInterrupt."""
+    import train
+    calls, lr_at = [], train.lr_at
+
+    def dying(*a):
+        calls.append(a)
+        if len(calls) == n:
+            raise KeyboardInterrupt("stopped")
+        return lr_at(*a)
+    monkeypatch.setattr(train, "lr_at", dying)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(train, "lr_at", lr_at)
+

@@ -16,6 +16,7 @@ import torch
 import bert
 import finetune
 import train
+from conftest import stopped_in_step
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden_size=16", "--num_layers=1", "--num_heads=2", "--intermediate_size=32", "--max_len=16",
@@ -126,17 +127,8 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, ca
     """Kill after step 5 (checkpoints at 2 and 4), cut ckpt.pt short: the rerun says so, resumes from
     the checkpoint before it and ends with the weights of an uninterrupted run."""
     assert mlm(tmp_path / "whole") == 0
-    calls, lr_at = [], train.lr_at
-
-    def dying(*a):
-        calls.append(a)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return lr_at(*a)
-    monkeypatch.setattr(train, "lr_at", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_in_step(monkeypatch, 6):  # (a kill inside that step)
         mlm(tmp_path / "b")
-    monkeypatch.setattr(train, "lr_at", lr_at)
     run = tmp_path / "b" / "run"
     assert torch.load(run / "ckpt.pt", weights_only=True)["step"] == 4
     assert torch.load(run / "ckpt.prev.pt", weights_only=True)["step"] == 2

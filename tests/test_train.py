@@ -16,6 +16,7 @@ import torch
 
 import bert
 import train
+from conftest import stopped_in_step
 import xpt
 from tokenizer import BPETokenizer
 
@@ -553,17 +554,8 @@ def test_a_run_stopped_inside_xpt_phase_2_with_accumulation_resumes_bit_identica
     tiny_model(tok, train.dataclasses.replace(s, dropout=0.1)).save_pretrained(tmp_path / "src")
     whole, _ = train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "whole")
 
-    calls, lr_at = [], train.lr_at
-
-    def dying_lr_at(*a):  # called once per step: phase 1 takes 3, then die in phase 2's 4th step
-        calls.append(a)
-        if len(calls) == 3 + 4:
-            raise KeyboardInterrupt("stopped")
-        return lr_at(*a)
-    monkeypatch.setattr(train, "lr_at", dying_lr_at)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_in_step(monkeypatch, 3 + 4):  # (a kill inside that step)
         train.run_xpt(s, tmp_path / "src", tok, tr, va, tmp_path / "stopped")
-    monkeypatch.setattr(train, "lr_at", lr_at)
     assert (tmp_path / "stopped" / "phase2" / "ckpt.pt").exists()
     assert not (tmp_path / "stopped" / "phase2" / "final.pt").exists()
     torch.manual_seed(999)  # another RNG history: the checkpoint's RNG state must be what counts
@@ -618,17 +610,8 @@ def test_a_checkpoint_from_before_early_stopping_still_resumes(tok, corpus, tmp_
     info = train.tokenizer_info(tok, s)
     whole = tiny_model(tok, s)
     train.train_loop(whole, tr, va, out_dir=tmp_path / "whole", steps=6, tok_info=info, s=s)
-    calls, lr_at = [], train.lr_at
-
-    def dying_lr_at(*a):
-        calls.append(a)
-        if len(calls) == 4:
-            raise KeyboardInterrupt("stopped")
-        return lr_at(*a)
-    monkeypatch.setattr(train, "lr_at", dying_lr_at)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_in_step(monkeypatch, 4):  # (a kill inside that step)
         train.train_loop(tiny_model(tok, s), tr, va, out_dir=tmp_path / "old", steps=6, tok_info=info, s=s)
-    monkeypatch.setattr(train, "lr_at", lr_at)
     ckpt = tmp_path / "old" / "ckpt.pt"
     state = torch.load(ckpt, weights_only=True)
     del state["config"]["patience"]  # as written before the key existed
@@ -654,17 +637,8 @@ def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, t
     assert g.config.hidden_size == 16 and d.config.hidden_size == 32 and g.bert.embeddings.projection is not None
     assert {"disc_loss", "disc_acc_replaced", "disc_acc_original"} <= set(evals[-1])
     assert 0 < evals[-1]["replaced_share"] < 0.3
-    calls, lr_at = [], train.lr_at
-
-    def dying(*a):
-        calls.append(a)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return lr_at(*a)
-    monkeypatch.setattr(train, "lr_at", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_in_step(monkeypatch, 4):  # (a kill inside that step)
         train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
-    monkeypatch.setattr(train, "lr_at", lr_at)
     torch.manual_seed(4321)
     resumed, _, again = train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
     for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters()):
