@@ -40,6 +40,9 @@ Differs from the reference (HF `transformers`):
     classifier (dense + tanh + out_proj on <s>) is not implemented, so such checkpoints fail to load.
   - Models with the ALBERT switches on are saved in this BERT layout (with an `embeddings.projection`
     tensor); HF's `BertModel` cannot load those, only we can.
+  - ELECTRA (Clark et al. 2020, arXiv:2003.10555): the generator's head uses `hidden_act` (HF: always
+    gelu, the same for ELECTRA's configs); HF's ElectraClassificationHead is not implemented, so an
+    ELECTRA encoder fine-tunes with BERT's pooler + linear head and cannot be saved back in HF's layout.
 
 Shape legend (used in the comments below):
   B = batch size, T = sequence length, H = hidden size, E = embedding size (= H unless ALBERT-style),

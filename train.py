@@ -27,6 +27,9 @@ Differs from the references (RoBERTa/BERT training code):
     step's mask (its generator is seeded from (seed, step)); resuming therefore needs no data-loader
     state, and a resumed CPU run is bit-identical to an uninterrupted one (tested).
   - One process group per run; no fp16 loss scaling (bf16 autocast on CUDA needs none).
+  - --objective=electra: gradient accumulation weights the combined ELECTRA loss by each micro-batch's
+    masked tokens, exact for the generator's term, approximate for the discriminator's (a mean over
+    all real tokens); ELECTRA's generator input keeps BERT's 80/10/10 (the paper masks every chosen one).
 """
 import contextlib
 import dataclasses
