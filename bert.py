@@ -626,6 +626,17 @@ class ElectraForMaskedLM(BertForMaskedLM):
     hf_architecture = {"electra": "ElectraForMaskedLM"}
 
 
+def electra_generator_config(disc: BertConfig, fraction: float) -> BertConfig:
+    """The config of ELECTRA's generator for a discriminator config: `fraction` as wide in whole heads
+    of the discriminator's head size (the paper's 1/4 to 1/2, section 3.2), the MLP scaled alike, and
+    the discriminator's embedding width E, so that the two can share their tables (the generator
+    projects E to its own width)."""
+    heads = max(1, round(disc.num_attention_heads * fraction))
+    width = heads * (disc.hidden_size // disc.num_attention_heads)
+    return dataclasses.replace(disc, hidden_size=width, num_attention_heads=heads, embedding_size=disc.emb_size,
+                               intermediate_size=max(1, round(disc.intermediate_size * width / disc.hidden_size)))
+
+
 class ElectraPairOutput(NamedTuple):
     loss: Optional[torch.Tensor]  # generator MLM loss + disc_weight x discriminator loss
     logits: torch.Tensor  # the generator's MLM logits, as in MaskedLMOutput

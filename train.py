@@ -890,19 +890,14 @@ def fresh_config(s, tok):
 
 def electra_configs(s, tok):
     """(discriminator, generator) configs for --objective=electra: the discriminator of the settings'
-    size; a generator generator_size as wide (whole heads of the same size; the paper's 1/4 to 1/2),
-    reading the discriminator's embedding tables (E = the discriminator's width) through a projection.
-    ELECTRA numbers positions like BERT, whatever the tokenizer's pad id."""
-    common = dict(vocab_size=len(tok), num_hidden_layers=s.num_layers, hidden_dropout_prob=s.dropout,
-                  attention_probs_dropout_prob=s.dropout, max_position_embeddings=s.max_len, type_vocab_size=1,
-                  pad_token_id=tok.pad_id, model_type="electra")
-    disc = bert.BertConfig(hidden_size=s.hidden_size, num_attention_heads=s.num_heads,
-                           intermediate_size=s.intermediate_size, **common)
-    heads = max(1, round(s.num_heads * s.generator_size))
-    width = heads * (s.hidden_size // s.num_heads)
-    gen = bert.BertConfig(hidden_size=width, num_attention_heads=heads, embedding_size=s.hidden_size,
-                          intermediate_size=max(1, round(s.intermediate_size * width / s.hidden_size)), **common)
-    return disc, gen
+    size, the generator bert.electra_generator_config of it (generator_size as wide). ELECTRA numbers
+    positions like BERT, whatever the tokenizer's pad id."""
+    disc = bert.BertConfig(vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
+                           num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
+                           hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
+                           max_position_embeddings=s.max_len, type_vocab_size=1, pad_token_id=tok.pad_id,
+                           model_type="electra")
+    return disc, bert.electra_generator_config(disc, s.generator_size)
 
 
 def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm"):

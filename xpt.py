@@ -50,7 +50,7 @@ import math
 
 import torch
 
-from bert import BertForMaskedLM, ElectraForMaskedLM, ElectraForPreTraining, ElectraPair
+from bert import BertForMaskedLM, ElectraForMaskedLM, ElectraForPreTraining, ElectraPair, electra_generator_config
 
 METHODS = ("scratch", "embeddings-only", "xpt-no-itl", "xpt-one-phase", "xpt")
 
@@ -112,10 +112,10 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = body_cls(cfg)
-            generator = _electra_generator(cfg, generator_size) if electra else None
+            generator = ElectraForMaskedLM(electra_generator_config(cfg, generator_size)) if electra else None
     else:
         model = body_cls(cfg)
-        generator = _electra_generator(cfg, generator_size) if electra else None
+        generator = ElectraForMaskedLM(electra_generator_config(cfg, generator_size)) if electra else None
 
     reused = set()
     # subtle: an encoder-only checkpoint (e.g. MiniLM) loads into BertForMaskedLM with a *random* MLM
@@ -234,18 +234,6 @@ def copy_shared_embeddings(source, target, source_tokenizer, target_tokenizer):
         src = torch.tensor(list(pairs.values()))
         dst_w[dst] = src_w[src].to(dst_w.dtype)
     return len(pairs)
-
-
-def _electra_generator(cfg, generator_size):
-    """A new generator for a target discriminator config: generator_size as wide (whole heads of the
-    same size), reading the discriminator's embedding tables through a projection."""
-    heads = max(1, round(cfg.num_attention_heads * generator_size))
-    width = heads * (cfg.hidden_size // cfg.num_attention_heads)
-    gen_cfg = copy.deepcopy(cfg)
-    gen_cfg.hidden_size, gen_cfg.num_attention_heads, gen_cfg.embedding_size = width, heads, cfg.emb_size
-    gen_cfg.intermediate_size = max(1, round(cfg.intermediate_size * width / cfg.hidden_size))
-    gen_cfg.validate()
-    return ElectraForMaskedLM(gen_cfg)
 
 
 def _local(name):
