@@ -694,7 +694,8 @@ def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_
     """One optimizer step on one masked global batch: for each of this process's `accum` micro-batches,
     forward, loss weighted by its share of the masked tokens, backward; then clip and AdamW.
     Returns (the mean loss over all masked tokens of the global batch, the gradient norm before
-    clipping); with a non-finite loss nothing is stepped and the norm is None."""
+    clipping, a 0-d tensor: reading it waits for the device, so the caller does that only when it
+    logs); with a non-finite loss nothing is stepped and the norm is None."""
     device = next(net.parameters()).device
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # (xpt: copied parameters may have a lower rate)
@@ -729,10 +730,11 @@ def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_
         return step_loss, None
     # the gradient norm before clipping is returned (and logged): a spike or a drift shows there
     # first; max_norm=inf measures without clipping
-    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
+    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(),
+                                               max_grad_norm if max_grad_norm > 0 else math.inf)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return step_loss, float(grad_norm)
+    return step_loss, grad_norm
 
 
 def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, groups=None,
@@ -1152,7 +1154,7 @@ class _Run:
         self.tokens_since += tokens
         if self.master and (self.step % every == 0 or last):
             tps = self.tokens_since / max(time.time() - self.t_last, 1e-9)
-            _log(self.log_path, {"step": self.step_offset + self.step, "loss": loss, "grad_norm": grad_norm,
+            _log(self.log_path, {"step": self.step_offset + self.step, "loss": loss, "grad_norm": float(grad_norm),
                                  "lr": lr, "tokens_per_s": round(tps)})
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
             self.t_last, self.tokens_since = time.time(), 0
