@@ -269,6 +269,21 @@ def predict(model, examples, pad_id, batch_size=64, device="cpu"):
     return logits[torch.argsort(torch.tensor(order))]
 
 
+def finetune_best_epoch(model, train_examples, dev_examples, test_examples, s, pad_id, desc="fine-tune"):
+    """Fine-tune for s.epochs, scoring dev and test accuracy after every epoch; returns the dev-best
+    epoch's {"epoch", "dev_acc", "test_acc"} (the first of equals: the fewest epochs) and the whole
+    "curve". The epoch count is thereby chosen on the dev rows within one schedule."""
+    device = train.pick_device(s.device)
+    curve = []
+
+    def on_epoch(epoch):
+        curve.append({"epoch": epoch, "dev_acc": accuracy(model, dev_examples, pad_id, device=device),
+                      "test_acc": accuracy(model, test_examples, pad_id, device=device)})
+        model.train()
+    finetune(model, train_examples, s, pad_id, desc=desc, on_epoch=on_epoch)
+    return {**max(curve, key=lambda c: c["dev_acc"]), "curve": curve}
+
+
 def accuracy(model, examples, pad_id, batch_size=64, device="cpu"):
     """Share of examples whose argmax logit is the label."""
     logits = predict(model, examples, pad_id, batch_size, device)

@@ -415,20 +415,10 @@ def run_finetune(e, model_dir, lr, seed, tag):
     t0 = time.time()
     torch.manual_seed(seed)
     clf = finetune.load_classifier(model_dir, len(e.ft["labels"]))
-    device = train.pick_device(e.device)
-    curve = []
-
-    def on_epoch(epoch):
-        curve.append({"epoch": epoch,
-                      "dev_acc": finetune.accuracy(clf, e.ft["dev"], e.tok.pad_id, device=device),
-                      "test_acc": finetune.accuracy(clf, e.ft["test"], e.tok.pad_id, device=device)})
-        clf.train()
-
     with contextlib.redirect_stderr(io.StringIO()):
-        finetune.finetune(clf, e.ft["train"], fs, e.tok.pad_id, desc=f"fine-tune {tag}", on_epoch=on_epoch)
-    best = max(curve, key=lambda c: c["dev_acc"])  # the first of equals: the fewest epochs
-    r = {"lr": lr, "epoch": best["epoch"], "dev_acc": best["dev_acc"], "test_acc": best["test_acc"],
-         "curve": curve, "seconds": round(time.time() - t0, 1), "config": config}
+        best = finetune.finetune_best_epoch(clf, e.ft["train"], e.ft["dev"], e.ft["test"], fs, e.tok.pad_id,
+                                            desc=f"fine-tune {tag}")
+    r = {"lr": lr, **best, "seconds": round(time.time() - t0, 1), "config": config}
     _write_atomic(path, json.dumps(r, indent=1))
     return r
 

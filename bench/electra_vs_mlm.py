@@ -97,17 +97,11 @@ def fine_tune(p, model_dir, rows, tok, lr, seed):
     data = {k: finetune.encode_rows(rows[k], tok, p["max_len"], labels) for k in ("labelled", "ft_dev", "ft_test")}
     torch.manual_seed(seed)
     clf = finetune.load_classifier(model_dir, len(labels))
-    curve = []
-
-    def on_epoch(epoch):
-        curve.append({"epoch": epoch, "dev_acc": finetune.accuracy(clf, data["ft_dev"], tok.pad_id),
-                      "test_acc": finetune.accuracy(clf, data["ft_test"], tok.pad_id)})
-        clf.train()
     fs = finetune.FinetuneSettings(epochs=p["ft_epochs"], batch_size=p["ft_batch"], lr=lr, max_len=p["max_len"],
                                    seed=seed, device="cpu")
     with contextlib.redirect_stderr(io.StringIO()):
-        finetune.finetune(clf, data["labelled"], fs, tok.pad_id, on_epoch=on_epoch)
-    return max(curve, key=lambda c: c["dev_acc"])
+        best = finetune.finetune_best_epoch(clf, data["labelled"], data["ft_dev"], data["ft_test"], fs, tok.pad_id)
+    return {k: best[k] for k in ("epoch", "dev_acc", "test_acc")}
 
 
 def run(b):
