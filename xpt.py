@@ -107,15 +107,16 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
 
     electra = isinstance(source, ElectraForPreTraining)
     body_cls = ElectraForPreTraining if electra else BertForMaskedLM
+    def build():  # the target model (and, for ELECTRA, its new generator), freshly initialised
+        return body_cls(cfg), ElectraForMaskedLM(electra_generator_config(cfg, generator_size)) if electra else None
+
     if seed is not None:
         # Fork the RNG so that building a model does not disturb the caller's random stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = body_cls(cfg)
-            generator = ElectraForMaskedLM(electra_generator_config(cfg, generator_size)) if electra else None
+            model, generator = build()
     else:
-        model = body_cls(cfg)
-        generator = ElectraForMaskedLM(electra_generator_config(cfg, generator_size)) if electra else None
+        model, generator = build()
 
     reused = set()
     # subtle: an encoder-only checkpoint (e.g. MiniLM) loads into BertForMaskedLM with a *random* MLM
