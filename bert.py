@@ -13,7 +13,8 @@ The network, bottom to top:
       -> N x [self-attention -> add & LayerNorm -> GELU MLP -> add & LayerNorm] (BertLayer, "post-LN")
       -> hidden states (B, T, H)                                             (BertModel)
       -> heads: MLM (dense, GELU, LayerNorm, then the *word embedding matrix* as the output layer),
-                NSP / classification (tanh "pooler" on the first token [CLS], then a linear layer).
+                NSP / classification (tanh "pooler" on the first token [CLS], then a linear layer),
+                ELECTRA's "was this token replaced?" (dense, activation, one score per token).
 
 The file reads in that order: configuration, embeddings, the layer, the model (`BertModel`), the heads;
 then the plumbing a reader can skip: the safetensors reader/writer and the map of our parameter names
