@@ -24,8 +24,9 @@ trained from scratch with up to 32x less Korean text. This script repeats that m
             one-phase methods, train until the dev loss has not improved for `patience` evaluations
             (train.py --patience), the weights of the dev-best step kept; a step cap that the logs show
             is not what stops the runs (each run records whether it stopped early or at the cap);
-  lr        each method's peak learning rate is the best of a small grid on the dev split at one
-            budget, seed 1 (train.py's warm-up and linear decay over the step cap);
+  lr        the peak learning rate of xpt and of scratch is the best of a small grid on the dev split
+            at one budget, seed 1 (train.py's warm-up and linear decay over the step cap); xpt's
+            ablations, each differing from xpt in one part, take xpt's (gpu preset: every method its own);
   seeds     xpt and scratch with paired seeds at every budget (seed k: the same data order and masks
             for both), the other xpt.METHODS one seed each;
   loss      masked-LM loss on the test split at [MASK] positions only (train.evaluate: evaluation masks
@@ -33,9 +34,10 @@ trained from scratch with up to 32x less Korean text. This script repeats that m
   floors    the unigram loss of each budget (add-0.5 token frequencies of the budget, scored on the
             test split); for NSMC accuracy, the majority class, a bag-of-words logistic regression and a
             randomly initialised encoder fine-tuned like the others;
-  accuracy  NSMC sentiment: the encoders of the preset's ft_methods (cpu: xpt and scratch, every seed
-            and budget; gpu: every method) fine-tuned on labelled train.tsv rows (texts also in test.tsv
-            left out), lr and epoch chosen on a labelled dev split, tested on test.tsv rows;
+  accuracy  NSMC sentiment: the encoders of the preset's ft_methods and ft_budgets (cpu: xpt and
+            scratch at the largest budget, every seed; gpu: every method and budget) fine-tuned on
+            labelled train.tsv rows (texts also in test.tsv left out), lr and epoch chosen on a
+            labelled dev split, tested on test.tsv rows;
   ratio     for each method and budget b: the budget B at which scratch's mean test loss (linear in
             log-budget between the grid's points) equals the method's mean, ratio = B / b, with its range
             over the paired seeds; beyond the grid it is "> 64x" (or "< 1x"), never extrapolated. A
@@ -90,21 +92,23 @@ PRESETS = {
     "tiny": dict(
         budgets=(5_000, 20_000), dev_lines=10, test_lines=20, ko_vocab=400, max_len=32,
         batch_size=8, mlm_probability=0.4, phase1_steps=2, max_steps=8, eval_every=2, patience=2,
-        lr_grid=(3e-3,), lr_budget=5_000, seeds=(1, 2), methods=("scratch", "embeddings-only", "xpt"),
-        labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,), ft_epochs=1, ft_batch=16, bow_l2=(1e-3, 1e-1),
-        ft_methods=HEADLINE, workers=1),
+        lr_grid=(3e-3,), lr_grid_methods=HEADLINE, lr_budget=5_000, seeds=(1, 2),
+        methods=("scratch", "embeddings-only", "xpt"), labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,),
+        ft_epochs=1, ft_batch=16, bow_l2=(1e-3, 1e-1), ft_methods=HEADLINE, ft_budgets=(20_000,), workers=1),
     "cpu": dict(
-        budgets=(3_125, 12_500, 50_000, 200_000), dev_lines=200, test_lines=1000, ko_vocab=2000, max_len=32,
-        batch_size=64, mlm_probability=0.4, phase1_steps=100, max_steps=2500, eval_every=25, patience=4,
-        lr_grid=(1e-3, 3e-3), lr_budget=50_000, seeds=(1, 2, 3), methods=xpt.METHODS,
-        labelled=5000, ft_dev=1000, test=2000, ft_lr_grid=(3e-4, 1e-3), ft_epochs=2, ft_batch=32,
-        bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=HEADLINE, workers=2),
+        budgets=(3_125, 12_500, 50_000, 200_000), dev_lines=150, test_lines=1000, ko_vocab=2000, max_len=32,
+        batch_size=64, mlm_probability=0.4, phase1_steps=100, max_steps=2500, eval_every=50, patience=2,
+        lr_grid=(3e-4, 1e-3, 3e-3), lr_grid_methods=HEADLINE, lr_budget=50_000, seeds=(1, 2, 3),
+        methods=xpt.METHODS, labelled=5000, ft_dev=1000, test=2000, ft_lr_grid=(3e-4, 1e-3), ft_epochs=2,
+        ft_batch=32, bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=HEADLINE, ft_budgets=(200_000,), workers=2),
     "gpu": dict(
         budgets=(25_000, 100_000, 400_000, 1_600_000, 6_400_000), dev_lines=1000, test_lines=3000,
         ko_vocab=4000, max_len=32, batch_size=64, mlm_probability=0.4, phase1_steps=500, max_steps=20000,
-        eval_every=100, patience=5, lr_grid=(5e-4, 1e-3, 3e-3), lr_budget=400_000, seeds=(1, 2, 3, 4, 5),
+        eval_every=100, patience=5, lr_grid=(5e-4, 1e-3, 3e-3), lr_grid_methods=xpt.METHODS, lr_budget=400_000,
+        seeds=(1, 2, 3, 4, 5),
         methods=xpt.METHODS, labelled=10000, ft_dev=2000, test=5000, ft_lr_grid=(5e-5, 1e-4, 3e-4, 1e-3),
-        ft_epochs=3, ft_batch=32, bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=xpt.METHODS, workers=1),
+        ft_epochs=3, ft_batch=32, bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=xpt.METHODS,
+        ft_budgets=(25_000, 100_000, 400_000, 1_600_000, 6_400_000), workers=1),
 }
 PRESETS["gpu"]["seeds_all"] = True  # every method with every seed (the cpu preset: the headline arms only)
 
@@ -557,13 +561,19 @@ def run(b):
 
 def _measure(e, p, pool, spent):
     budgets, seeds = sorted(p["budgets"]), list(p["seeds"])
-    # 1. learning rates: every method at lr_budget, seed 1, each value of the grid; best dev loss wins
-    grid = [("arm", m, p["lr_budget"], seeds[0], lr) for m in p["methods"] for lr in p["lr_grid"]]
+    # 1. learning rates: each method of lr_grid_methods at lr_budget, seed 1, each value of the grid; the
+    #    best dev loss wins. The other methods (xpt's ablations: each differs from xpt in one part) take
+    #    xpt's rate.
+    tuned = [m for m in p["methods"] if m in p["lr_grid_methods"]]
+    if "xpt" in p["methods"] and "xpt" not in tuned:
+        raise ValueError("lr_grid_methods must include xpt: the other methods take its learning rate")
+    grid = [("arm", m, p["lr_budget"], seeds[0], lr) for m in tuned for lr in p["lr_grid"]]
     done = run_tasks(grid, pool, "lr grid (dev split)", spent)
     lr = {m: min(p["lr_grid"], key=lambda x: done[("arm", m, p["lr_budget"], seeds[0], x)]["dev_loss"])
-          for m in p["methods"]}
+          for m in tuned}
+    lr.update({m: lr["xpt"] for m in p["methods"] if m not in tuned})
     lr_table = {m: {f"{x:g}": round(done[("arm", m, p["lr_budget"], seeds[0], x)]["dev_loss"], 4)
-                    for x in p["lr_grid"]} for m in p["methods"]}
+                    for x in p["lr_grid"]} for m in tuned}
     # 2. every arm: the headline methods with every seed, the others with the first seed
     #    (the largest budgets first: the longest runs start early and the workers end together)
     arms = [("arm", m, x, k, lr[m]) for x in budgets[::-1] for m in p["methods"]
@@ -571,12 +581,13 @@ def _measure(e, p, pool, spent):
     done.update(run_tasks(arms, pool, "arms", spent))
     # 3. fine-tuning lr: the grid on the dev split with the seed-1 xpt and scratch encoders of the
     #    largest budget (their mean dev accuracy decides), then every arm and the random encoders
-    top = budgets[-1]
+    top = max(p["ft_budgets"])
     ft_grid = [("ft", m, top, seeds[0], lr[m], f) for m in HEADLINE for f in p["ft_lr_grid"]]
     ft_done = run_tasks(ft_grid, pool, "fine-tuning lr grid", spent)
     ft_lr = max(p["ft_lr_grid"], key=lambda f: np.mean([ft_done[("ft", m, top, seeds[0], lr[m], f)]["dev_acc"]
                                                            for m in HEADLINE]))
-    fts = [("ft", *t[1:], ft_lr) for t in arms if t[1] in p["ft_methods"]] + [("random", k, ft_lr) for k in seeds]
+    fts = [("ft", *t[1:], ft_lr) for t in arms if t[1] in p["ft_methods"] and t[2] in p["ft_budgets"]]
+    fts += [("random", k, ft_lr) for k in seeds]
     ft_done.update(run_tasks(fts, pool, "fine-tuning", spent))
     # 4. floors
     info = train.tokenizer_info(e.tok, run_settings(p, lr=1e-3, seed=1, device="cpu"))
@@ -600,7 +611,8 @@ def _measure(e, p, pool, spent):
             "source": source_summary(e),
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
             "tokens": {str(x): int((e.data[x]["attention_mask"].sum())) for x in budgets},
-            "lr": lr, "lr_grid_dev_loss": lr_table, "ft_lr": ft_lr,
+            "lr": lr, "lr_chosen_by": {m: "dev grid" if m in tuned else "xpt's" for m in p["methods"]},
+            "lr_grid_dev_loss": lr_table, "ft_lr": ft_lr,
             "ft_lr_grid_dev_acc": {f"{f:g}": {m: ft_done[("ft", m, top, seeds[0], lr[m], f)]["dev_acc"] for m in HEADLINE}
                                    for f in p["ft_lr_grid"]},
             "unigram_loss": unigram, "floors": floors, "ratios": ratios(runs, budgets, p["methods"]),
@@ -685,10 +697,13 @@ def markdown(res):
             cells.append(f"{_ms(rt['mean'], rt['std'])} ({beat}; ratio {rt['ratio']}{rng})")
         lines.append("| " + " | ".join(cells) + " |")
     stops = Counter(r["stopped"] for r in runs)
+    by_grid = lambda m: res.get("lr_chosen_by", {}).get(m, "dev grid") == "dev grid"  # noqa: E731
     lines += ["", f"Runs stopped by the dev loss: {stops.get('early', 0)}; by the step cap "
               f"({res['settings']['max_steps']}): {stops.get('cap', 0)}. Peak learning rates (best on the dev "
-              f"split at {_size(res['settings']['lr_budget'])}, seed {res['seeds'][0]}): "
-              + ", ".join(f"{m} {v:g}" for m, v in res["lr"].items()) + ".", ""]
+              f"split at {_size(res['settings']['lr_budget'])}, seed {res['seeds'][0]}, from "
+              f"{', '.join(f'{x:g}' for x in res['settings']['lr_grid'])}): "
+              + ", ".join(f"{m} {v:g}" for m, v in res["lr"].items() if by_grid(m))
+              + "".join(f"; {m} takes xpt's rate" for m in res["methods"] if not by_grid(m)) + ".", ""]
     fl = res["floors"]
     lines += [f"NSMC sentiment accuracy on {res['settings']['test'] or 'the'} test reviews after fine-tuning on "
               f"{res['settings']['labelled']} labelled ones (lr {res['ft_lr']:g} chosen on the dev split, the "
@@ -698,11 +713,15 @@ def markdown(res):
     tuned = _fine_tuned(res)
     head = ["budget"] + tuned
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for x in budgets:
-        lines.append("| " + " | ".join([_size(x)] + [_ms(*_mean_std([r["test_acc"] for r in by(m, x)]), "{:.1%}")
+    acc = lambda m, x: [r["test_acc"] for r in by(m, x) if r["test_acc"] is not None]  # noqa: E731
+    ft_budgets = [x for x in budgets if any(acc(m, x) for m in tuned)]
+    for x in ft_budgets:
+        lines.append("| " + " | ".join([_size(x)] + [_ms(*_mean_std(acc(m, x)), "{:.1%}") if acc(m, x) else "-"
                                                     for m in tuned]) + " |")
-    if len(tuned) < len(res["methods"]):
-        lines += ["", "Not fine-tuned (time): " + ", ".join(m for m in res["methods"] if m not in tuned) + "."]
+    if len(tuned) < len(res["methods"]) or len(ft_budgets) < len(budgets):
+        lines += ["", "Not fine-tuned (time): " + ", ".join(
+            [m for m in res["methods"] if m not in tuned] + [f"the {_size(x)} encoders" for x in budgets
+                                                             if x not in ft_budgets]) + "."]
     lines += ["", f"Measured in {res['seconds'] / 60:.0f} min ({res['calls']} call(s) of the command)."]
     return "\n".join(lines)
 
@@ -728,9 +747,11 @@ def plot(res, path):
         for key, axis in (("test_loss", ax), ("test_acc", bx)):
             if key == "test_acc" and m not in _fine_tuned(res):
                 continue
-            stats = [_mean_std([r[key] for r in runs if r["method"] == m and r["budget_bytes"] == x]) for x in budgets]
-            axis.errorbar(xs, [s[0] for s in stats], yerr=[s[1] or 0 for s in stats], marker="o",
-                          lw=2 if m in HEADLINE else 1, capsize=3, label=m)
+            stats = [(x / 1000, *_mean_std([r[key] for r in runs if r["method"] == m and r["budget_bytes"] == x]))
+                     for x in budgets]
+            stats = [st for st in stats if st[1] is not None]  # (budgets not fine-tuned: no point)
+            axis.errorbar([st[0] for st in stats], [st[1] for st in stats], yerr=[st[2] or 0 for st in stats],
+                          marker="o", lw=2 if m in HEADLINE else 1, capsize=3, label=m)
     ax.set(xscale="log", xlabel="Korean training text (KB)", ylabel="test MLM loss at [MASK] (nats)")
     bx.set(xscale="log", xlabel="Korean training text (KB)", ylabel="NSMC test accuracy")
     for axis in (ax, bx):
