@@ -439,12 +439,14 @@ class BertModel(_Pretrained):
         B, T = input_ids.shape
         if T > c.max_len:
             raise ValueError(f"sequence length {T} exceeds the model's maximum of {c.max_len} positions")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= c.vocab_size):
-            raise ValueError(f"input_ids must lie in [0, {c.vocab_size}), got values in "
-                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and tuple(t.shape) != (B, T):
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {(B, T)} like input_ids")
+        if torch.compiler.is_compiling():  # the value checks below read the values (on a GPU: a sync)
+            return                         # and would break the compiled graph in two
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= c.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {c.vocab_size}), got values in "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
         if token_type_ids is not None and token_type_ids.numel() and (
                 int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= c.type_vocab_size):
             raise ValueError(f"token_type_ids must lie in [0, {c.type_vocab_size})")
