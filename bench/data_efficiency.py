@@ -98,7 +98,7 @@ PRESETS = {
     "cpu": dict(
         budgets=(3_125, 12_500, 50_000, 200_000), dev_lines=150, test_lines=1000, ko_vocab=2000, max_len=32,
         batch_size=64, mlm_probability=0.4, phase1_steps=100, max_steps=2500, eval_every=50, patience=2,
-        lr_grid=(3e-4, 1e-3, 3e-3), lr_grid_methods=HEADLINE, lr_budget=50_000, seeds=(1, 2, 3),
+        lr_grid=(1e-3, 3e-3), lr_grid_methods=HEADLINE, lr_budget=50_000, seeds=(1, 2, 3),
         methods=xpt.METHODS, labelled=5000, ft_dev=1000, test=2000, ft_lr_grid=(3e-4, 1e-3), ft_epochs=2,
         ft_batch=32, bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=HEADLINE, ft_budgets=(200_000,), workers=2),
     "gpu": dict(

@@ -156,11 +156,11 @@ def part_correctness(rec, device, smoke, deadline, out):
              "bf16_max_abs_hidden": (h16 - ref_h)[real].abs().max().item(),
              "bf16_rel_loss": abs(loss16 - ref_loss) / abs(ref_loss), "loss_cpu_fp32": ref_loss}
         rec.check(f"{name}: fp32 on {device} = CPU", f["fp32_max_abs_hidden"] <= TOL_FP32
-              and f["fp32_rel_loss"] <= TOL_FP32_LOSS,
-              f"max |dh| {f['fp32_max_abs_hidden']:.2e} (<= {TOL_FP32:g}), loss rel {f['fp32_rel_loss']:.2e}")
+                  and f["fp32_rel_loss"] <= TOL_FP32_LOSS,
+                  f"max |dh| {f['fp32_max_abs_hidden']:.2e} (<= {TOL_FP32:g}), loss rel {f['fp32_rel_loss']:.2e}")
         rec.check(f"{name}: bf16 autocast ~ fp32", f["bf16_mean_abs_hidden"] <= TOL_BF16
-              and f["bf16_rel_loss"] <= TOL_BF16_LOSS,
-              f"mean |dh| {f['bf16_mean_abs_hidden']:.2e} (<= {TOL_BF16:g}), loss rel {f['bf16_rel_loss']:.2e}")
+                  and f["bf16_rel_loss"] <= TOL_BF16_LOSS,
+                  f"mean |dh| {f['bf16_mean_abs_hidden']:.2e} (<= {TOL_BF16:g}), loss rel {f['bf16_rel_loss']:.2e}")
         for label, m in (("padding mask", dmask), ("no mask", None)):
             kinds, names = sdpa_kernels(model, dids, m, device)
             f[f"sdpa_{label.replace(' ', '_')}"] = {"kinds": kinds, "ops": names}
@@ -187,7 +187,7 @@ def part_correctness(rec, device, smoke, deadline, out):
     rel = max(abs(a - b) / abs(a) for a, b in zip(losses["eager"], losses["compiled"]))
     figures["compile"] = {"backend": backend, "losses": losses, "max_rel_diff": rel}
     rec.check(f"torch.compile ({backend}) = eager, 5 AdamW steps", rel <= TOL_COMPILE,
-          f"max relative loss difference {rel:.2e} (<= {TOL_COMPILE:g})")
+              f"max relative loss difference {rel:.2e} (<= {TOL_COMPILE:g})")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -283,9 +283,8 @@ def part_speed(rec, device, smoke, deadline, out):
         figures["speedup_vs_hf_eager"] = ref["ms_per_step"] / fast["ms_per_step"]
     figures["goals"] = {"mfu_ours_compiled_ge_40pct": fast.get("mfu", 0) >= 0.40,
                         "ours_compiled_ge_2x_hf_eager": figures.get("speedup_vs_hf_eager", 0) >= 2.0}
-    rec.check("every variant ran", all("ms_per_step" in v or "not installed" in v.get("error", "")
-                                           for v in variants.values()),
-          "; ".join(f"{k}: {v.get('error', 'ok')}" for k, v in variants.items()))
+    ran = all("ms_per_step" in v or "not installed" in v.get("error", "") for v in variants.values())
+    rec.check("every variant ran", ran, "; ".join(f"{k}: {v.get('error', 'ok')}" for k, v in variants.items()))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -318,7 +317,7 @@ def part_demo(rec, device, smoke, deadline, out):
         figures["cpu"] = {"xpt": c["arms"]["xpt"]["final"]["eval_loss"],
                           "scratch": c["arms"]["scratch"]["final"]["eval_loss"], "seconds": c["seconds"]}
         rec.check("XPT below the floor, as on the CPU", x < r["unigram_loss"]["ko"] - 0.1,
-              f"xpt {x:.3f} (CPU {figures['cpu']['xpt']:.3f}), floor {r['unigram_loss']['ko']:.3f}")
+                  f"xpt {x:.3f} (CPU {figures['cpu']['xpt']:.3f}), floor {r['unigram_loss']['ko']:.3f}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -387,7 +386,8 @@ def projection(fig, smoke, full=None, epochs=None):
     if epochs is None:
         c = json.loads(cpu.read_text())
         top, cs = max(c["budgets"]), c["settings"]
-        steps = sorted(r["steps"] - cs["phase1_steps"] for r in c["runs"] if r["method"] == "xpt" and r["budget_bytes"] == top)
+        steps = sorted(r["steps"] - cs["phase1_steps"] for r in c["runs"]
+                       if r["method"] == "xpt" and r["budget_bytes"] == top)
         epochs = steps[len(steps) // 2] * cs["batch_size"] / (c["tokens"][str(top)] / cs["max_len"])
     seeds = full["seeds"] if full.get("seeds_all") else None
     arms = [(m, x) for m in full["methods"] for x in full["budgets"]
