@@ -126,6 +126,7 @@ class BenchSettings:
     device: str = "auto"          # auto (cuda if present) | cpu | cuda
     report: str = ""              # print the tables of a results.json (no training) and stop
     json_out: str = ""            # also write results.json here (e.g. bench/results/data_efficiency_cpu.json)
+    lr_probe: str = ""            # extra peak lrs for the grid's methods, e.g. "3e-4": reported, never chosen
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -494,6 +495,7 @@ def run_tasks(tasks, pool, desc, spent):
         results[task] = r
         spent["seconds"] += seconds
         if seconds > 1:  # it trained: this call's wall time so far joins timing.json now (a killed call counts)
+            spent["trained"] = True  # (many cached results, ~0.1 s each, are not training)
             spent["tick"]()
     return results
 
@@ -518,7 +520,7 @@ def run(b):
     if b.workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = the preset's), got {b.workers}")
     p = PRESETS[b.preset]
-    workers = b.workers or p["workers"]
+    workers, probe_lrs = b.workers or p["workers"], lr_probe(b)
     t0 = time.time()
     e = experiment(b)
     _WORKER.update(b=b, e=e)
@@ -528,17 +530,20 @@ def run(b):
         ctx = multiprocessing.get_context("spawn")
         pool = ctx.Pool(workers, initializer=_init_worker, initargs=(dataclasses.asdict(b), 1))
     # timing.json: the wall time of every call that trained something, summed over calls (rewritten after
-    # each task that trained, so a call that is killed still counts what it spent)
+    # each task that trained, so a call that is killed still counts what it spent); --lr_probe's wall
+    # time is left out (spent["excluded"])
     before = _read_json(e.out / "timing.json") or {}
     timing = dict(before)
+    spent = {"seconds": 0.0, "excluded": 0.0}
 
     def tick():
-        timing.update(seconds=round(before.get("seconds", 0) + time.time() - t0, 1),
+        timing.update(seconds=round(before.get("seconds", 0) + time.time() - t0 - spent["excluded"], 1),
                       calls=before.get("calls", 0) + 1)
         _write_atomic(e.out / "timing.json", json.dumps(timing))
 
+    spent["tick"] = tick
     try:
-        summary = _measure(e, p, pool, {"seconds": 0.0, "tick": tick})
+        summary = _measure(e, p, pool, spent, probe_lrs)
     finally:
         if pool is not None:
             pool.close()
@@ -559,7 +564,14 @@ def run(b):
     return summary
 
 
-def _measure(e, p, pool, spent):
+def lr_probe(b):
+    try:
+        return [float(x) for x in b.lr_probe.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"lr_probe must be comma-separated learning rates, got {b.lr_probe!r}") from None
+
+
+def _measure(e, p, pool, spent, probe_lrs=()):
     budgets, seeds = sorted(p["budgets"]), list(p["seeds"])
     # 1. learning rates: each method of lr_grid_methods at lr_budget, seed 1, each value of the grid; the
     #    best dev loss wins. The other methods (xpt's ablations: each differs from xpt in one part) take
@@ -574,6 +586,16 @@ def _measure(e, p, pool, spent):
     lr.update({m: lr["xpt"] for m in p["methods"] if m not in tuned})
     lr_table = {m: {f"{x:g}": round(done[("arm", m, p["lr_budget"], seeds[0], x)]["dev_loss"], 4)
                     for x in p["lr_grid"]} for m in tuned}
+    # --lr_probe: rates outside the grid for the same methods, budget and seed, reported next to it and
+    #    never chosen (e.g. a rate whose runs are too long for the preset's time); their time is their
+    #    own (each run's seconds), not in the preset's total
+    probe = [("arm", m, p["lr_budget"], seeds[0], x) for m in tuned for x in probe_lrs]
+    t_probe = time.time()
+    probe_done = run_tasks(probe, pool, "lr probe (outside the grid)", {"seconds": 0.0, "tick": lambda: None})
+    spent["excluded"] = spent.get("excluded", 0.0) + time.time() - t_probe
+    lr_probe_table = {m: {f"{x:g}": {k: probe_done[("arm", m, p["lr_budget"], seeds[0], x)][k] for k in
+                                     ("dev_loss", "test_loss", "best_step", "steps", "seconds")}
+                          for x in probe_lrs} for m in tuned} if probe_lrs else {}
     # 2. every arm: the headline methods with every seed, the others with the first seed
     #    (the largest budgets first: the longest runs start early and the workers end together)
     arms = [("arm", m, x, k, lr[m]) for x in budgets[::-1] for m in p["methods"]
@@ -612,11 +634,11 @@ def _measure(e, p, pool, spent):
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
             "tokens": {str(x): int((e.data[x]["attention_mask"].sum())) for x in budgets},
             "lr": lr, "lr_chosen_by": {m: "dev grid" if m in tuned else "xpt's" for m in p["methods"]},
-            "lr_grid_dev_loss": lr_table, "ft_lr": ft_lr,
+            "lr_grid_dev_loss": lr_table, "lr_probe": lr_probe_table, "ft_lr": ft_lr,
             "ft_lr_grid_dev_acc": {f"{f:g}": {m: ft_done[("ft", m, top, seeds[0], lr[m], f)]["dev_acc"] for m in HEADLINE}
                                    for f in p["ft_lr_grid"]},
             "unigram_loss": unigram, "floors": floors, "ratios": ratios(runs, budgets, p["methods"]),
-            "runs": runs, "trained": spent["seconds"] > 5, "worker_seconds": round(spent["seconds"], 1)}
+            "runs": runs, "trained": spent.get("trained", False), "worker_seconds": round(spent["seconds"], 1)}
 
 
 def ratios(runs, budgets, methods):
@@ -703,7 +725,17 @@ def markdown(res):
               f"split at {_size(res['settings']['lr_budget'])}, seed {res['seeds'][0]}, from "
               f"{', '.join(f'{x:g}' for x in res['settings']['lr_grid'])}): "
               + ", ".join(f"{m} {v:g}" for m, v in res["lr"].items() if by_grid(m))
-              + "".join(f"; {m} takes xpt's rate" for m in res["methods"] if not by_grid(m)) + ".", ""]
+              + "".join(f"; {m} takes xpt's rate" for m in res["methods"] if not by_grid(m)) + "."]
+    grid_runs = {(r["method"], r["lr"]): r for r in runs if r["budget_bytes"] == res["settings"]["lr_budget"]
+                 and r["seed"] == res["seeds"][0]}
+    probed = [f"{m} at {x}: dev {v['dev_loss']:.3f}, test {v['test_loss']:.3f} ({v['steps']} steps; at "
+              f"{res['lr'][m]:g}: dev {grid_runs[(m, res['lr'][m])]['dev_loss']:.3f}, test "
+              f"{grid_runs[(m, res['lr'][m])]['test_loss']:.3f}, {grid_runs[(m, res['lr'][m])]['steps']} steps)"
+              for m, xs in res.get("lr_probe", {}).items() for x, v in xs.items()]
+    if probed:
+        lines += ["Outside the grid (--lr_probe: the same budget and seed, reported, never chosen, its time "
+                  "not in the total): " + "; ".join(probed) + "."]
+    lines += [""]
     fl = res["floors"]
     lines += [f"NSMC sentiment accuracy on {res['settings']['test'] or 'the'} test reviews after fine-tuning on "
               f"{res['settings']['labelled']} labelled ones (lr {res['ft_lr']:g} chosen on the dev split, the "
@@ -743,7 +775,7 @@ def plot(res, path):
                     ("random encoder", fl["random_encoder"])):
         bx.axhline(v, ls="--", lw=1, color={"majority class": "k", "bag-of-words logreg": "grey"}.get(name, "tab:brown"),
                    label=name)
-    for m in res["methods"]:
+    for i, m in enumerate(res["methods"]):
         for key, axis in (("test_loss", ax), ("test_acc", bx)):
             if key == "test_acc" and m not in _fine_tuned(res):
                 continue
@@ -751,14 +783,14 @@ def plot(res, path):
                      for x in budgets]
             stats = [st for st in stats if st[1] is not None]  # (budgets not fine-tuned: no point)
             axis.errorbar([st[0] for st in stats], [st[1] for st in stats], yerr=[st[2] or 0 for st in stats],
-                          marker="o", lw=2 if m in HEADLINE else 1, capsize=3, label=m)
+                          marker="o", lw=2 if m in HEADLINE else 1, capsize=3, label=m, color=f"C{i}")
     ax.set(xscale="log", xlabel="Korean training text (KB)", ylabel="test MLM loss at [MASK] (nats)")
     bx.set(xscale="log", xlabel="Korean training text (KB)", ylabel="NSMC test accuracy")
     for axis in (ax, bx):
         axis.set_xticks(xs, [f"{x:g}" for x in xs])
         axis.minorticks_off()
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper right" if axis is ax else "center left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
