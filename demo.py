@@ -68,7 +68,13 @@ def english_extra_docs():
     """More English for the source model, read at run time from the user's own Python installation
     (never copied into the repo): the prose of the standard library's language reference
     (pydoc_data/topics.py, ~460 KB) and the standard library's docstrings (~1.2 MB), paragraphs of more
-    than 40 characters. Returns [] for a part that is missing."""
+    than 40 characters. Returns [] for a part that is missing. (A new list each call; the parsing of
+    ~800 files, ~10 s, is done once per process.)"""
+    return list(_english_extra_docs())
+
+
+@functools.cache
+def _english_extra_docs():
     docs = []
     try:
         from pydoc_data.topics import topics
@@ -93,7 +99,7 @@ def english_extra_docs():
             para = " ".join(para.split())
             if len(para) > 40:
                 docs.append(para)
-    return docs
+    return tuple(docs)
 
 
 def learned_context(loss, floor, margin=0.1):

@@ -91,7 +91,7 @@ HEADLINE = ("xpt", "scratch")  # the arms with paired seeds
 PRESETS = {
     "tiny": dict(
         budgets=(5_000, 20_000), dev_lines=10, test_lines=20, ko_vocab=400, max_len=32,
-        batch_size=8, mlm_probability=0.4, phase1_steps=2, max_steps=8, eval_every=2, patience=2,
+        batch_size=8, mlm_probability=0.4, phase1_steps=2, max_steps=8, eval_every=4, patience=2,
         lr_grid=(3e-3,), lr_grid_methods=HEADLINE, lr_budget=5_000, seeds=(1, 2),
         methods=("scratch", "embeddings-only", "xpt"), labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,),
         ft_epochs=1, ft_batch=16, bow_l2=(1e-3, 1e-1), ft_methods=HEADLINE, ft_budgets=(20_000,), workers=1),
@@ -385,7 +385,7 @@ def run_arm(e, method, budget, seed, lr):
         model, evals = train.run_xpt(s, e.source, e.tok, e.data[budget], e.data["dev"], d, method=method)
         info = train.tokenizer_info(e.tok, s)
         test = train.evaluate(model, e.data["test"], mask_id=info["mask_id"], vocab_size=info["vocab_size"],
-                              special_ids=info["special_ids"], batch_size=s.batch_size,
+                              special_ids=info["special_ids"], batch_size=max(s.batch_size, 64),
                               device=train.pick_device(e.device))
     last = evals[-1]["phase"]
     final = [ev for ev in evals if ev["phase"] == last]

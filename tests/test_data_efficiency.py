@@ -61,11 +61,13 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     de.main([f"--report={tmp_path / 'tiny' / 'results.json'}"])
     assert capsys.readouterr().out.strip() == de.markdown(results).strip()
 
-    # --lr_probe: a rate outside the grid for xpt and scratch, reported and never chosen; its time stays
-    # out of the preset's total
-    probed = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--lr_probe=1e-3"])
+    # --lr_probe: rates outside the grid for xpt and scratch, reported and never chosen; their time stays
+    # out of the preset's total (the grid's own rate here, already trained: the test's seconds)
+    probed = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--lr_probe=3e-3"])
     assert set(probed["lr_probe"]) == {"xpt", "scratch"} and probed["lr"] == results["lr"]
-    assert probed["lr_probe"]["xpt"]["0.001"]["test_loss"] > 0 and probed["seconds"] == results["seconds"]
+    probe = probed["lr_probe"]["xpt"]["0.003"]
+    grid_run = next(r for r in results["runs"] if (r["method"], r["budget_bytes"], r["seed"]) == ("xpt", 5_000, 1))
+    assert probe["test_loss"] == grid_run["test_loss"] and probed["seconds"] == results["seconds"]
     assert "Outside the grid (--lr_probe" in capsys.readouterr().out
     assert de.cli(["--preset=tiny", f"--out_dir={tmp_path}", "--lr_probe=fast"]) == 2
 

@@ -116,8 +116,16 @@ def test_every_preset_works_with_wordpiece(tmp_path, capsys):
     assert res["tokenizer"] == "wordpiece" and set(res["arms"]) == {"xpt", "scratch"}
     assert (tmp_path / "demo-tiny" / "tokenizer_ko" / "vocab.txt").exists()
     # a Korean WordPiece vocabulary on the shipped (byte-level BPE) English source: XPT shares no vocabulary
-    train.main(["--preset=tiny", "--tokenizer=wordpiece", "--source=shipped", "--stage=xpt", f"--out_dir={tmp_path / 'mix'}"])
-    assert (tmp_path / "mix" / "demo-tiny" / "xpt" / "model" / "vocab.txt").exists()
+    # (train.run_xpt, the demo's xpt stage, directly: the demo would first score the source on its English)
+    import demo
+    import tokenizer as tok_mod
+    ko = tok_mod.load_tokenizer(tmp_path / "demo-tiny" / "tokenizer_ko")
+    s = train.Settings(max_len=32, batch_size=4, phase1_steps=2, phase2_steps=2, log_every=1)
+    corpus = tmp_path / "demo-tiny" / "corpus"
+    data = train.build_datasets(s, ko, corpus / "ko_train.txt", corpus / "ko_valid.txt", tmp_path / "cache")
+    model, evals = train.run_xpt(s, demo.SHIPPED_SOURCE, ko, *data, tmp_path / "mix", method="xpt")
+    assert model.bert.embeddings.word_embeddings.num_embeddings == len(ko) and len(evals) == 2
+    assert (tmp_path / "mix" / "model" / "vocab.txt").exists()
     # the default preset's vocabulary sizes fit WordPiece on the full corpus (its minimum is the alphabet)
     train.main(["--tokenizer=wordpiece", "--stage=tokenizers", f"--out_dir={tmp_path}"])
     assert "Korean sample, as" in capsys.readouterr().out

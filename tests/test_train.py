@@ -365,8 +365,9 @@ def _cmd(out_dir, corpus, steps):
 def test_sigkill_and_rerun_is_bit_identical(corpus, tmp_path):
     steps = 400
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.run(_cmd(tmp_path / "ref", corpus, steps), capture_output=True, text=True, env=env)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+    # the uninterrupted reference runs beside the one that is killed (one thread each, two cores)
+    ref_err = open(tmp_path / "ref.stderr", "w")  # (a file: a pipe nobody reads could fill and block it)
+    ref = subprocess.Popen(_cmd(tmp_path / "ref", corpus, steps), stdout=subprocess.DEVNULL, stderr=ref_err, env=env)
     out = tmp_path / "killed"
     p = subprocess.Popen(_cmd(out, corpus, steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     log = out / "run" / "log.jsonl"
@@ -381,6 +382,8 @@ def test_sigkill_and_rerun_is_bit_identical(corpus, tmp_path):
     again = subprocess.run(_cmd(out, corpus, steps), capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming" in again.stdout
+    ref_err.close()
+    assert ref.wait() == 0, (tmp_path / "ref.stderr").read_text()[-2000:]
     a = torch.load(tmp_path / "ref" / "run" / "final.pt", weights_only=True)["model"]
     b = torch.load(out / "run" / "final.pt", weights_only=True)["model"]
     for k in a:
