@@ -160,3 +160,14 @@ def stopped_in_step(monkeypatch, n):
         yield
     monkeypatch.setattr(train, "lr_at", lr_at)
 
+
+
+def load_script(relative_path: str):
+    """A script of the repository that is not a package module (bench/*.py, data/prepare.py), loaded
+    from its file as a module of its own name."""
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

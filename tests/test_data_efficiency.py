@@ -1,6 +1,5 @@
 """bench/data_efficiency.py: the tiny preset end to end on the toy data, resume, results keyed by their
 settings, the corpora on a hand-made NSMC folder, errors at the command line, and the headline logic."""
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -8,11 +7,10 @@ from pathlib import Path
 import pytest
 
 import xpt
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
-_SPEC = importlib.util.spec_from_file_location("data_efficiency", ROOT / "bench" / "data_efficiency.py")
-de = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(de)
+de = load_script("bench/data_efficiency.py")
 
 
 def test_tiny_preset_end_to_end(tmp_path, capsys):

@@ -1,18 +1,15 @@
 """bench/gpu_check.py, the one prepared command for a GPU visit: its --smoke run (every part on the CPU
 at toy sizes) passes and records what the GPU run will, a machine without CUDA gets a clear error, and
 the projection of the data-efficiency preset's time is right on a hand-checkable preset."""
-import importlib.util
 import json
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-_SPEC = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-gc = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(gc)
+from conftest import load_script
+
+gc = load_script("bench/gpu_check.py")
 
 
 def test_smoke_runs_every_part(tmp_path, capsys):

@@ -1,13 +1,11 @@
 """Fast tests of data/prepare.py on tiny fake inputs (both NSMC layouts and plain English text)."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "prepare", Path(__file__).resolve().parents[1] / "data" / "prepare.py")
-prepare = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(prepare)
+from conftest import load_script
+
+prepare = load_script("data/prepare.py")
 
 HEADER = "id\tdocument\tlabel\n"
 
