@@ -442,8 +442,8 @@ class BertModel(_Pretrained):
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and tuple(t.shape) != (B, T):
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {(B, T)} like input_ids")
-        if torch.compiler.is_compiling():  # the value checks below read the values (on a GPU: a sync)
-            return                         # and would break the compiled graph in two
+        if torch.compiler.is_compiling():  # the value checks below read the values (on a GPU: a wait
+            return                         # for the device); compiled code is for speed
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= c.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {c.vocab_size}), got values in "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}]")
