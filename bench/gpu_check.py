@@ -293,7 +293,9 @@ def part_speed(rec, device, smoke, deadline, out):
 # ----------------------------------------------------------------------------------------------------
 def part_demo(rec, device, smoke, deadline, out):
     figures = rec.figures
-    demo_out = out / "demo_run"
+    # the run's checkpoints stay out of DIR (what DIR holds comes back from the GPU machine); its
+    # results.json is copied there
+    demo_out = out / "demo_run" if smoke else ROOT / "out" / "gpu_check_demo"
     if not smoke and (INPUTS / "demo").exists() and not demo_out.exists():
         shutil.copytree(INPUTS / "demo", demo_out)  # the tokenizers, learned on the CPU machine
     cmd = [sys.executable, str(ROOT / "train.py"), f"--out_dir={demo_out}", f"--device={device}"]
@@ -308,6 +310,7 @@ def part_demo(rec, device, smoke, deadline, out):
     if results is None:
         rec.check("results.json written", False, "none")
         return
+    shutil.copy(results, out / "demo_results.json")
     r = json.loads(results.read_text())
     x, s = r["arms"]["xpt"]["final"]["eval_loss"], r["arms"]["scratch"]["final"]["eval_loss"]
     figures.update(xpt=x, scratch=s, floor=r["unigram_loss"]["ko"], source=r["source"].get("final_loss"),
