@@ -237,14 +237,14 @@ def part_speed(rec, device, smoke, deadline, out):
         torch.manual_seed(0)
         model = bert.BertForMaskedLM(bert.BertConfig(**c)).to(device).train()
         net = torch.compile(model, backend="inductor" if cuda else "aot_eager") if compiled else model
-        return model, net, lambda ids, mask, labels: net(ids, attention_mask=mask, labels=labels).loss
+        return model, lambda ids, mask, labels: net(ids, attention_mask=mask, labels=labels).loss
 
     def hf():
         import transformers
         torch.manual_seed(0)
         model = transformers.BertForMaskedLM(transformers.BertConfig(**c, attn_implementation="sdpa"))
         model = model.to(device).train()
-        return model, model, lambda ids, mask, labels: model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        return model, lambda ids, mask, labels: model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
     builders = [("ours eager", lambda: ours(False)), ("HF eager (sdpa)", hf), ("ours compiled", lambda: ours(True))]
     for i, (name, build) in enumerate(builders):
@@ -253,7 +253,7 @@ def part_speed(rec, device, smoke, deadline, out):
             variants[name] = {"error": "no time left in this part's cap"}
             continue
         try:
-            model, _, loss_fn = build()
+            model, loss_fn = build()
         except ImportError as e:
             variants[name] = {"error": f"not installed: {e}"}
             continue
@@ -294,9 +294,10 @@ def part_speed(rec, device, smoke, deadline, out):
 def part_demo(rec, device, smoke, deadline, out):
     figures = rec.figures
     # the run's checkpoints stay out of DIR (what DIR holds comes back from the GPU machine); its
-    # results.json is copied there
+    # results.json is copied there. Every call starts afresh (a rerun would read the cached stages).
     demo_out = out / "demo_run" if smoke else ROOT / "out" / "gpu_check_demo"
-    if not smoke and (INPUTS / "demo").exists() and not demo_out.exists():
+    shutil.rmtree(demo_out, ignore_errors=True)
+    if not smoke and (INPUTS / "demo").exists():
         shutil.copytree(INPUTS / "demo", demo_out)  # the tokenizers, learned on the CPU machine
     cmd = [sys.executable, str(ROOT / "train.py"), f"--out_dir={demo_out}", f"--device={device}"]
     cmd += ["--preset=tiny", "--source_steps=4", "--phase1_steps=2", "--phase2_steps=4", "--eval_every=2"] if smoke else []

@@ -161,7 +161,6 @@ def stopped_in_step(monkeypatch, n):
     monkeypatch.setattr(train, "lr_at", lr_at)
 
 
-
 def load_script(relative_path: str):
     """A script of the repository that is not a package module (bench/*.py, data/prepare.py), loaded
     from its file as a module of its own name."""

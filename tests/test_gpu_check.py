@@ -30,6 +30,7 @@ def test_smoke_runs_every_part(tmp_path, capsys):
     assert {"mfu_ours_compiled_ge_40pct", "ours_compiled_ge_2x_hf_eager"} == set(parts["2"]["figures"]["goals"])
     demo = parts["3"]["figures"]
     assert demo["xpt"] > 0 and demo["floor"] > 0 and (tmp_path / "demo_output.txt").exists()
+    assert json.loads((tmp_path / "demo_results.json").read_text())["arms"]["xpt"]["final"]["eval_loss"] == demo["xpt"]
     probe = parts["4"]["figures"]
     assert set(probe["sec_per_step"]) == {"xpt", "scratch"} and probe["projection"]["hours_estimate"] >= 0
     out = capsys.readouterr().out
