@@ -112,6 +112,10 @@ class Settings:
     eval_batches: int = 0         # held-out batches per evaluation; 0 = all of it
     patience: int = 0             # stop when the held-out loss has not improved for N evaluations
                                   # in a row, and keep the best weights; 0 = train all the steps
+    min_steps: int = 0            # early stopping never fires before a run has done this many steps
+                                  # (a small masked LM sits on a plateau for ~1,500 steps before it learns)
+    phase1_patience: int = 0      # XPT phase 1 also stops on the held-out loss (its best weights go on to
+                                  # phase 2) with this patience; 0 = phase 1 runs all its steps
     log_every: int = 10           # write a JSONL log line every N steps
     ckpt_every: int = 100         # write a checkpoint every N steps (and at the end)
     seed: int = 1337              # everything random derives from it
@@ -159,6 +163,7 @@ def check_settings(s):
                                                   "num_heads", "intermediate_size", "vocab_size", "log_every")},
         **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "phase1_steps", "phase2_steps", "source_steps",
                                                   "itl_layers", "eval_every", "eval_batches", "patience",
+                                                  "min_steps", "phase1_patience",
                                                   "ckpt_every", "weight_decay", "max_grad_norm",
                                                   "reused_lr_scale", "source_lr", "scratch_lr")},
         "max_len": (lambda v: v >= 5, ">= 5"),
@@ -984,12 +989,14 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
         n_train = sum(p.numel() for g in groups for p in g["params"])
         name = method if len(phases) == 1 else f"{method} phase {phase}"
         print(f"{name}: {steps} steps, {n_train:,} trainable parameters")
-        last = phase == phases[-1][0]  # early stopping (s.patience) applies to the last phase only
+        # early stopping: s.patience (after s.min_steps) in the last phase; in phase 1 s.phase1_patience
+        # (0: all its steps), whose best weights then start phase 2
+        last = phase == phases[-1][0]
+        ps = s if last else dataclasses.replace(s, patience=s.phase1_patience, min_steps=0)
         ev = train_loop(model, train_data, valid_data, out_dir=out_dir / f"phase{phase}", steps=steps,
-                        tok_info=info, s=s if last else dataclasses.replace(s, patience=0), groups=groups,
-                        run_config={**cfg, "phase": phase},
+                        tok_info=info, s=ps, groups=groups, run_config={**cfg, "phase": phase},
                         desc=name, step_offset=offset)
-        offset += steps
+        offset = ev[-1]["step"]  # (= offset + steps unless phase 1 stopped early)
         evals.extend({**e, "phase": phase} for e in ev)
     if int(os.environ.get("RANK", "0")) == 0:
         model.save_pretrained(out_dir / "model")
@@ -1066,7 +1073,8 @@ class _Run:
                                max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
                                whole_word=s.whole_word, span_masking=s.span_masking, seed=s.seed,
                                max_len=s.max_len, packing=s.packing,
-                               step_offset=step_offset, eval="mask-only", patience=s.patience)
+                               step_offset=step_offset, eval="mask-only", patience=s.patience,
+                               min_steps=s.min_steps)
         self.finished = None
         if self.final_path.exists():
             try:
@@ -1173,9 +1181,7 @@ class _Run:
             save_atomic({"model": self.model.state_dict(), "step": r["step"]}, self.best_path)
 
     def stalled(self):
-        """Early stopping: the last `patience` evaluations all failed to beat the best before them."""
-        losses, k = [e["loss"] for e in self.evals], self.s.patience
-        return 0 < k < len(losses) and min(losses[-k:]) >= min(losses[:-k])
+        return stalled([e["loss"] for e in self.evals], self.step, self.s.patience, self.s.min_steps)
 
     def non_finite(self, loss):
         where = f"the last good checkpoint (step {self.last_ckpt}) is in {self.ckpt_path}" \
@@ -1213,6 +1219,19 @@ class _Run:
                 if path.exists():
                     path.unlink()
         return evals
+
+
+def stalled(losses, step, patience, min_steps=0):
+    """Early stopping's rule: True when the last `patience` held-out losses all failed to beat the best
+    before them, and the run has done at least `min_steps` steps.
+
+    subtle: a small masked LM trained from scratch first sits on the unigram plateau, where its held-out
+    loss can *rise* for hundreds of steps (it memorises token frequencies of its batches) before it
+    learns from context and falls far below (../shared/CALIBRATION.md items 6-8). A patience shorter
+    than that bump stops the run inside it; min_steps is the guard."""
+    if step < min_steps or not 0 < patience < len(losses):
+        return False
+    return min(losses[-patience:]) >= min(losses[:-patience])
 
 
 class OutputInUseError(RuntimeError):
@@ -1299,7 +1318,7 @@ def load_checkpoint(path, run_config):
 
 # Run-config keys added after checkpoints were first written, with the value that older checkpoints
 # (which lack the key) were made with: such a checkpoint still loads and resumes.
-CONFIG_ADDED = {"patience": 0, "span_masking": False}
+CONFIG_ADDED = {"patience": 0, "span_masking": False, "min_steps": 0}
 
 
 def _flat(d, prefix=""):

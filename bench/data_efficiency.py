@@ -1,59 +1,63 @@
 """
 The paper's claim, measured in miniature: how much Korean text does XPT save?
 
-    python bench/data_efficiency.py --preset=tiny        # toy data from the repository, < 1 minute (the test)
-    python bench/data_efficiency.py --preset=cpu         # real NSMC Korean on 2 cores (README: its time), resumable
-    python bench/data_efficiency.py --preset=gpu         # the same design, bigger budgets (never run yet)
+    python bench/data_efficiency.py --preset=tiny        # toy data from the repository, seconds (the test)
+    python bench/data_efficiency.py --preset=cpu         # real NSMC Korean, 2 cores, hours: resumable
+    python bench/data_efficiency.py --preset=cpu --collect   # the summary from the runs finished so far
+    python bench/data_efficiency.py --preset=cpu --part=ablations   # xpt's ablations, one seed each
+    python bench/data_efficiency.py --preset=gpu         # the same protocol at 16x the budgets (one GPU)
     python bench/data_efficiency.py --report=bench/results/data_efficiency_cpu.json   # the README's tables
     python bench/data_efficiency.py --help
 
 Lee et al., "Exploring the Data Efficiency of Cross-Lingual Post-Training in Pretrained Language
 Models", Applied Sciences 11(5):1974 (2021), report that XPT from an English model matches a Korean model
-trained from scratch with up to 32x less Korean text. This script repeats that measurement:
+trained from scratch with up to 32x less Korean text. The protocol here (take 3):
 
-  source    an English masked LM trained as one: the project's own data/source_en (python train.py
-            --stage=source made it: held-out English loss 3.62 at [MASK] positions, unigram floor 7.06);
-            --source=DIR takes any other HF-format masked-LM folder;
-  budgets   Korean NSMC reviews (../shared/data/nsmc/unlabeled.txt, NSMC's test texts kept out), budgets
-            4x apart over a 64x range, each a prefix of one seeded shuffle (a bigger budget holds the
-            smaller ones); a dev split (early stopping, learning rates) and a test split (what is
-            reported) cut from the front of the same shuffle, disjoint from every budget;
-  tokenizer one Korean BPE for every budget and arm, learned from the largest budget's text (never the
-            dev or test text): losses under different vocabularies are not comparable;
-  training  phase 1 (XPT's frozen phase) a fixed number of steps; then phase 2, and scratch and the
-            one-phase methods, train until the dev loss has not improved for `patience` evaluations
-            (train.py --patience), the weights of the dev-best step kept; a step cap that the logs show
-            is not what stops the runs (each run records whether it stopped early or at the cap);
-  lr        the peak learning rate of xpt and of scratch is the best of a small grid on the dev split
-            at one budget, seed 1 (train.py's warm-up and linear decay over the step cap); xpt's
-            ablations, each differing from xpt in one part, take xpt's (gpu preset: every method its own);
-  seeds     xpt and scratch with paired seeds at every budget (seed k: the same data order and masks
-            for both), the other xpt.METHODS one seed each;
-  loss      masked-LM loss on the test split at [MASK] positions only (train.evaluate: evaluation masks
-            fixed by the data alone, the same task for every arm and seed), at the dev-best step;
-  floors    the unigram loss of each budget (add-0.5 token frequencies of the budget, scored on the
-            test split); for NSMC accuracy, the majority class, a bag-of-words logistic regression and a
-            randomly initialised encoder fine-tuned like the others;
-  accuracy  NSMC sentiment: the encoders of the preset's ft_methods and ft_budgets (cpu: xpt and
-            scratch at the largest budget, every seed; gpu: every method and budget) fine-tuned on
-            labelled train.tsv rows (texts also in test.tsv left out), lr and epoch chosen on a
-            labelled dev split, tested on test.tsv rows;
-  ratio     for each method and budget b: the budget B at which scratch's mean test loss (linear in
-            log-budget between the grid's points) equals the method's mean, ratio = B / b, with its range
-            over the paired seeds; beyond the grid it is "> 64x" (or "< 1x"), never extrapolated. A
-            method beats scratch at a budget only when its mean loss is lower by more than twice the
-            standard deviation of the paired differences.
+  source    an English masked LM: the project's own data/source_en (python train.py --stage=source made
+            it); --source=DIR takes any other HF-format masked-LM folder;
+  text      Korean NSMC reviews (../shared/data/nsmc/unlabeled.txt, NSMC's test texts kept out), one
+            seeded shuffle cut, in order, into: a dev split (>= 10K tokens: learning rates and the
+            weights are chosen on it), a test split (what is reported), a tokenizer slice, and the
+            training budgets, each budget a prefix of the rest (a bigger budget holds the smaller ones);
+  tokenizer one Korean BPE learned from the tokenizer slice only, outside every budget: adding a budget
+            changes no number, and losses of every budget and arm are under the same vocabulary;
+  budgets   per method (`arm_budgets`): scratch on a grid that brackets XPT's losses (2x apart), XPT on
+            smaller ones;
+  training  every run has a step cap with warm-up and linear decay over it, evaluates on dev every
+            `eval_every` steps and keeps its dev-best weights. It stops early only after `min_steps`
+            steps (scratch: 2,000, past the plateau small masked LMs sit on for ~1,500 steps, see
+            ../shared/CALIBRATION.md items 6-8) and `patience` evaluations (1,000 steps) without a better
+            dev loss. XPT's phase 1 is sized to the budget the same way (dev-selected, capped, shorter
+            patience: on a few KB a fixed phase 1 memorises);
+  converged a run records dev_gain_last_quarter, how much its best dev loss improved over its last 25%
+            of steps; converged = that gain < 0.02 nat;
+  lr        per method, the best peak rate of `lr_grid` on the dev split, chosen at each of the method's
+            `grid_budgets` (seed 1; every cell reported); a budget between or beyond them takes the
+            rate of the nearest grid budget (in log-bytes);
+  seeds     3 paired seeds for xpt and scratch (seed k: the same data order and masks for both);
+  loss      masked-LM loss on the test split at [MASK] positions only, 15% of tokens (train.evaluate:
+            evaluation masks fixed by the data alone, the same task for every arm), dev-best weights;
+  floor     the unigram loss of each budget (add-0.5 token frequencies of the budget, scored on the
+            test split): a loss above it means nothing was learned from context;
+  ratio     for each XPT budget B: the scratch budget at which scratch's mean converged loss equals
+            XPT's mean (linear in log-budget between the two bracketing scratch budgets) divided by B;
+            per-seed ratios from the paired seeds. kind: measured (bracketed, every run in it converged,
+            every seed) | preliminary (bracketed and converged, fewer seeds) | lower_bound (XPT below
+            every scratch point, or only XPT unconverged) | upper_bound (XPT above the smallest scratch
+            point, or only scratch unconverged) | unresolved (both unconverged).
 
-Every run lives in its own folder under --out_dir, named by a hash of everything that defines it, with a
-result.json (written atomically): a rerun skips finished runs and resumes unfinished ones from their
-checkpoints, and changed settings run again in a new folder. --workers runs that many arms at once, one
-thread each (for these small models, faster than one job using every core).
-Outputs: results.json, data_efficiency.png (with matplotlib) and the markdown tables on stdout. A bad
-setting or a missing input stops the command with "error: ..." and exit status 2.
+Every run lives in its own folder under --out_dir, named by a hash of everything that defines it, and
+writes result.json there (atomically) and a copy into --results_dir (one small JSON per run, committed as
+it lands): a rerun skips finished runs and resumes unfinished ones from their checkpoints; a killed call
+loses only the steps since the runs' last checkpoints. --workers runs that many arms at once, one thread
+each (for these small models, faster than one job using every core). A bad setting or a missing input
+stops the command with "error: ..." and exit status 2.
 
 Differs from the paper: budgets of kilobytes, not gigabytes; a 4-layer, 128-wide source; one ITL layer
-at each end; 40% masking and 32-token sequences (the demo's recipe); NSMC accuracy only.
+at each end; 40% masking and 32-token sequences for training (the demo's recipe). NSMC accuracy: see
+bench/electra_vs_mlm.py and issue notes (its fine-tuning part is not in this protocol yet).
 """
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -84,49 +88,59 @@ import xpt  # noqa: E402
 
 PAPER_RATIO = 32
 HEADLINE = ("xpt", "scratch")  # the arms with paired seeds
+ABLATIONS = tuple(m for m in xpt.METHODS if m not in HEADLINE)  # --part=ablations: one seed each
 
-# Sizes of each preset. Budgets are UTF-8 bytes of Korean training text. Runs: batch x max_len tokens
-# per step, 40% of them masked; evaluation on the dev split every eval_every global steps; phase 1
-# phase1_steps; phase 2 (or a one-phase method) at most max_steps steps in all, stopped by `patience`.
+# Sizes of each preset. Budgets are UTF-8 bytes of Korean training text. A step is batch_size x max_len
+# tokens, mlm_probability of them masked; a run's step cap is max_steps (XPT: phase 1 at most
+# phase1_steps, then phase 2 at most max_steps - phase1_steps), its dev loss is evaluated every
+# eval_every global steps, and it stops early after min_steps[method] steps (of its last phase) once
+# `patience` evaluations in a row have not beaten its best (phase 1: phase1_patience).
 PRESETS = {
     "tiny": dict(
-        budgets=(5_000, 20_000), dev_lines=10, test_lines=20, ko_vocab=400, max_len=32,
-        batch_size=8, mlm_probability=0.4, phase1_steps=2, max_steps=8, eval_every=4, patience=2,
-        lr_grid=(3e-3,), lr_grid_methods=HEADLINE, lr_budget=5_000, seeds=(1, 2),
-        methods=("scratch", "embeddings-only", "xpt"), labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,),
-        ft_epochs=1, ft_batch=16, bow_l2=(1e-3, 1e-1), ft_methods=HEADLINE, ft_budgets=(20_000,), workers=1),
+        arm_budgets={"scratch": (4_000, 8_000, 16_000), "xpt": (4_000, 8_000)},
+        grid_budgets={"scratch": (4_000, 16_000), "xpt": (4_000, 8_000)}, lr_grid=(3e-3, 1e-2), seeds=(1, 2),
+        dev_lines=10, test_lines=20, tokenizer_bytes=20_000, ko_vocab=400, max_len=32, batch_size=8,
+        mlm_probability=0.4, phase1_steps=4, phase1_patience=1, max_steps=8, eval_every=2, patience=2,
+        min_steps={"scratch": 4, "xpt": 2}, labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,), ft_epochs=1,
+        ft_batch=16, workers=1),
     "cpu": dict(
-        budgets=(3_125, 12_500, 50_000, 200_000), dev_lines=150, test_lines=1000, ko_vocab=2000, max_len=32,
-        batch_size=64, mlm_probability=0.4, phase1_steps=100, max_steps=2500, eval_every=50, patience=2,
-        lr_grid=(1e-3, 3e-3), lr_grid_methods=HEADLINE, lr_budget=50_000, seeds=(1, 2, 3),
-        methods=xpt.METHODS, labelled=5000, ft_dev=1000, test=2000, ft_lr_grid=(3e-4, 1e-3), ft_epochs=2,
-        ft_batch=32, bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=HEADLINE, ft_budgets=(200_000,), workers=2),
-    "gpu": dict(
-        budgets=(25_000, 100_000, 400_000, 1_600_000, 6_400_000), dev_lines=1000, test_lines=3000,
-        ko_vocab=4000, max_len=32, batch_size=64, mlm_probability=0.4, phase1_steps=500, max_steps=20000,
-        eval_every=100, patience=5, lr_grid=(5e-4, 1e-3, 3e-3), lr_grid_methods=xpt.METHODS, lr_budget=400_000,
-        seeds=(1, 2, 3, 4, 5),
-        methods=xpt.METHODS, labelled=10000, ft_dev=2000, test=5000, ft_lr_grid=(5e-5, 1e-4, 3e-4, 1e-3),
-        ft_epochs=3, ft_batch=32, bow_l2=(1e-4, 1e-3, 1e-2), ft_methods=xpt.METHODS,
-        ft_budgets=(25_000, 100_000, 400_000, 1_600_000, 6_400_000), workers=1),
+        arm_budgets={"scratch": (50_000, 100_000, 200_000, 400_000), "xpt": (12_500, 25_000, 50_000, 100_000)},
+        grid_budgets={"scratch": (100_000, 200_000), "xpt": (25_000, 50_000)}, lr_grid=(3e-4, 1e-3, 2e-3),
+        seeds=(1, 2, 3), dev_lines=400, test_lines=1000, tokenizer_bytes=200_000, ko_vocab=2000, max_len=32,
+        batch_size=64, mlm_probability=0.4, phase1_steps=1000, phase1_patience=4, max_steps=6000, eval_every=50,
+        patience=20, min_steps={"scratch": 2000, "xpt": 1000}, labelled=5000, ft_dev=1000, test=2000,
+        ft_lr_grid=(3e-4, 1e-3), ft_epochs=2, ft_batch=32, workers=2),
+    "gpu": dict(  # the cpu protocol at 16x the budgets (the MB scale), longer caps; never run yet
+        arm_budgets={"scratch": (800_000, 1_600_000, 3_200_000, 6_400_000),
+                     "xpt": (200_000, 400_000, 800_000, 1_600_000)},
+        grid_budgets={"scratch": (1_600_000, 3_200_000), "xpt": (400_000, 800_000)}, lr_grid=(3e-4, 1e-3, 2e-3),
+        seeds=(1, 2, 3), dev_lines=1000, test_lines=3000, tokenizer_bytes=1_600_000, ko_vocab=4000, max_len=32,
+        batch_size=64, mlm_probability=0.4, phase1_steps=2000, phase1_patience=5, max_steps=30000, eval_every=200,
+        patience=20, min_steps={"scratch": 6000, "xpt": 2000}, labelled=10000, ft_dev=2000, test=5000,
+        ft_lr_grid=(5e-5, 1e-4, 3e-4, 1e-3), ft_epochs=3, ft_batch=32, workers=1),
 }
-PRESETS["gpu"]["seeds_all"] = True  # every method with every seed (the cpu preset: the headline arms only)
+for _p in PRESETS.values():  # every budget any arm trains on (the corpus files, in increasing order)
+    _p["budgets"] = tuple(sorted({x for xs in _p["arm_budgets"].values() for x in xs}))
 
+CONVERGED_GAIN = 0.02  # nats: a run whose best dev loss improved less over its last quarter has converged
 
 PRESET_FT_MAX_LEN = 32  # fine-tuning rows are cut to the source's 32 positions (NSMC reviews: ~25 tokens)
 
 
 @dataclass
 class BenchSettings:
-    preset: str = "tiny"          # tiny (toy data, the test) | cpu (real NSMC, 2 cores) | gpu (the full sweep)
-    out_dir: str = "out/data_efficiency"  # runs, corpora, results; a rerun resumes from here
+    preset: str = "tiny"          # tiny (toy data, the test) | cpu (real NSMC, 2 cores) | gpu (16x the budgets)
+    part: str = "lm"              # lm (xpt and scratch: the ratios) | ablations (xpt's ablations, one seed)
+    out_dir: str = "out/data_efficiency"  # runs, corpora, caches; a rerun resumes from here
+    results_dir: str = ""         # one JSON per finished run; "" = bench/results/data_efficiency_<preset>/
+                                  # (tiny: under out_dir)
+    collect: bool = False         # train nothing: write the summary from the runs finished so far
     source: str = str(ROOT / "data" / "source_en")  # the English masked LM (HF-format folder)
     nsmc: str = str(ROOT.parent / "shared" / "data" / "nsmc")  # NSMC folder (train.tsv, test.tsv, unlabeled.txt)
     workers: int = 0              # arms trained at once, one thread each; 0 = the preset's
     device: str = "auto"          # auto (cuda if present) | cpu | cuda
-    report: str = ""              # print the tables of a results.json (no training) and stop
-    json_out: str = ""            # also write results.json here (e.g. bench/results/data_efficiency_cpu.json)
-    lr_probe: str = ""            # extra peak lrs for the grid's methods, e.g. "3e-4": reported, never chosen
+    report: str = ""              # print the tables of a summary JSON (no training) and stop
+    json_out: str = ""            # the summary JSON; "" = bench/results/data_efficiency_<preset>.json (tiny: out_dir)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -203,19 +217,31 @@ def bow_logreg(train_rows, dev_rows, test_rows, l2_grid=(1e-4, 1e-3, 1e-2), step
 
 
 # ----------------------------------------------------------------------------------------------------
-# The ratio
+# Convergence and the ratio
 # ----------------------------------------------------------------------------------------------------
+def dev_gain_last_quarter(curve):
+    """How much a run's best dev loss improved over its last 25% of steps: best over the whole curve
+    vs best up to 75% of the last step. curve = [{"step", "dev_loss"}] in order. A run still learning
+    at its end shows a large gain; one that has converged (or overfits and was selected early) ~0."""
+    end = curve[-1]["step"]
+    before = [c["dev_loss"] for c in curve if c["step"] <= 0.75 * end]
+    if not before:
+        return math.inf  # (too few evaluations to tell)
+    return float(min(before) - min(c["dev_loss"] for c in curve))
+
+
 def budget_reaching(budgets, scratch_losses, loss):
     """The budget at which scratch's curve reaches `loss`, the curve linear in log-budget between the
-    grid's points: ("=", B) inside the grid; ("<", smallest budget) when scratch is already there at the
-    smallest budget; (">", largest budget) when it never gets there on the grid. The first crossing counts."""
+    grid's points: ("=", B, i) inside the grid, between budgets[i] and budgets[i + 1] (or at budgets[0],
+    i = 0); ("<", smallest budget, None) when scratch is already there at the smallest budget; (">",
+    largest budget, None) when it never gets there on the grid. The first crossing counts."""
     if loss >= scratch_losses[0]:
-        return ("=", budgets[0]) if loss == scratch_losses[0] else ("<", budgets[0])
-    for (b0, l0), (b1, l1) in zip(zip(budgets, scratch_losses), zip(budgets[1:], scratch_losses[1:])):
+        return ("=", budgets[0], 0) if loss == scratch_losses[0] else ("<", budgets[0], None)
+    for i, ((b0, l0), (b1, l1)) in enumerate(zip(zip(budgets, scratch_losses), zip(budgets[1:], scratch_losses[1:]))):
         if l1 <= loss < l0:
             t = (l0 - loss) / (l0 - l1)
-            return "=", float(math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0))))
-    return ">", budgets[-1]
+            return "=", float(math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))), i
+    return ">", budgets[-1], None
 
 
 def ratio_text(kind, value):
@@ -225,8 +251,78 @@ def ratio_text(kind, value):
 def efficiency_ratio(budgets, scratch_losses, loss, budget):
     """(kind, ratio) with ratio = B / budget for B = budget_reaching(...): how many times more Korean
     text scratch needs to reach the loss that a method reached with `budget` bytes."""
-    kind, b = budget_reaching(budgets, scratch_losses, loss)
+    kind, b, _ = budget_reaching(budgets, scratch_losses, loss)
     return kind, b / budget
+
+
+def equal_loss_ratios(runs, n_seeds):
+    """The data-efficiency ratios of xpt against scratch, one per xpt budget, from finished runs
+    [{method, budget_bytes, seed, test_loss, converged}] (the seeds of each cell averaged; scratch's
+    budgets with at least one run form its curve). Returns a list of {xpt_budget_bytes, xpt_loss_mean,
+    xpt_loss_std, scratch_equal_budget_bytes, bracket, ratio, ratio_seeds, ratio_seeds_std, seeds, kind}:
+      measured     XPT's mean falls between two scratch budgets, every run of the three cells converged,
+                   each cell with n_seeds seeds;
+      preliminary  the same with fewer seeds in some cell;
+      lower_bound  XPT is below scratch at every budget (ratio > largest / B), or only XPT's runs have
+                   not converged (more training would lower XPT's loss: the true ratio is larger);
+      upper_bound  XPT is above scratch at the smallest budget (ratio < smallest / B), or only the
+                   bracketing scratch runs have not converged (the true ratio is smaller);
+      unresolved   both unconverged.
+    ratio_seeds: per paired seed k, XPT seed k against scratch seed k's curve."""
+    cell = {}
+    for r in runs:
+        cell.setdefault((r["method"], r["budget_bytes"]), []).append(r)
+    sb = sorted(x for m, x in cell if m == "scratch")
+    if not sb:
+        return []
+    s_mean = [float(np.mean([r["test_loss"] for r in cell[("scratch", x)]])) for x in sb]
+    out = []
+    for x in sorted(x for m, x in cell if m == "xpt"):
+        xr = sorted(cell[("xpt", x)], key=lambda r: r["seed"])
+        mean, std = _mean_std([r["test_loss"] for r in xr])
+        kind, equal, i = budget_reaching(sb, s_mean, mean)
+        bracket = [] if i is None else sorted({sb[i], sb[min(i + 1, len(sb) - 1)]})
+        if kind == "<":
+            label = "upper_bound"
+        elif kind == ">":
+            label = "lower_bound"
+        else:
+            x_ok = all(r["converged"] for r in xr)
+            s_ok = all(r["converged"] for y in bracket for r in cell[("scratch", y)])
+            label = {(True, True): "measured", (False, True): "lower_bound", (True, False): "upper_bound",
+                     (False, False): "unresolved"}[(x_ok, s_ok)]
+            if label == "measured" and any(len(cell[c]) < n_seeds for c in [("xpt", x)] + [("scratch", y) for y in bracket]):
+                label = "preliminary"
+        per_seed = []
+        for r in xr:  # paired: scratch's curve of the same seed, where it has every budget
+            curve = {y: next((q["test_loss"] for q in cell[("scratch", y)] if q["seed"] == r["seed"]), None) for y in sb}
+            if None not in curve.values():
+                k, value = efficiency_ratio(sb, [curve[y] for y in sb], r["test_loss"], x)
+                per_seed.append({"seed": r["seed"], "ratio": value, "kind": k})
+        exact = [q["ratio"] for q in per_seed if q["kind"] == "="]
+        out.append({"xpt_budget_bytes": x, "xpt_loss_mean": mean, "xpt_loss_std": std,
+                    "scratch_equal_budget_bytes": equal, "bracket": bracket, "ratio": equal / x,
+                    "ratio_text": ratio_text(kind, equal / x), "ratio_seeds": per_seed,
+                    "ratio_seeds_std": _mean_std(exact)[1], "seeds": [r["seed"] for r in xr], "kind": label})
+    return out
+
+
+def paired_differences(runs, method="xpt"):
+    """At every budget where `method` and scratch both ran with the same seeds: the mean and std of
+    scratch's loss minus the method's over the paired seeds, and the verdict: beats scratch when the
+    mean difference is more than twice the std, worse when it is less than minus twice the std, else
+    no difference (one seed: no verdict)."""
+    loss = {(r["method"], r["budget_bytes"], r["seed"]): r["test_loss"] for r in runs}
+    out = {}
+    for x in sorted({r["budget_bytes"] for r in runs if r["method"] == method}):
+        ks = sorted(k for m, y, k in loss if m == method and y == x and ("scratch", x, k) in loss)
+        if not ks:
+            continue
+        d_mean, d_std = _mean_std([loss[("scratch", x, k)] - loss[(method, x, k)] for k in ks])
+        verdict = None if d_std is None else "beats scratch" if d_mean > 2 * d_std else \
+            "worse than scratch" if -d_mean > 2 * d_std else "no difference"
+        out[str(x)] = {"seeds": ks, "diff_mean": d_mean, "diff_std": d_std, "verdict": verdict}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -248,13 +344,15 @@ class Experiment:
 
 def korean_files(p, b, out):
     """Write (once per input) the corpus files under out/corpus: one train file per budget, dev.txt,
-    test.txt, and labelled.tsv / ft_dev.tsv / ft_test.tsv. Returns their paths."""
+    test.txt, tokenizer.txt (the tokenizer's slice, outside every budget), and labelled.tsv /
+    ft_dev.tsv / ft_test.tsv. Returns their paths."""
     d = out / "corpus"
     names = {**{x: f"train_{x}.txt" for x in p["budgets"]}, "dev": "dev.txt", "test": "test.txt",
-             "labelled": "labelled.tsv", "ft_dev": "ft_dev.tsv", "ft_test": "ft_test.tsv"}
+             "tokenizer": "tokenizer.txt", "labelled": "labelled.tsv", "ft_dev": "ft_dev.tsv", "ft_test": "ft_test.tsv"}
     paths = {k: d / v for k, v in names.items()}
-    meta = {"format": 3, "preset": b.preset, "nsmc": b.nsmc if b.preset != "tiny" else "data/ko_*.txt",
-            **{k: p[k] for k in ("budgets", "dev_lines", "test_lines", "labelled", "ft_dev", "test")}}
+    meta = {"format": 4, "preset": b.preset, "nsmc": b.nsmc if b.preset != "tiny" else "data/ko_*.txt",
+            **{k: p.get(k, 0) for k in ("budgets", "dev_lines", "test_lines", "tokenizer_bytes", "labelled",
+                                        "ft_dev", "test")}}
     if all(q.exists() for q in paths.values()) and _read_json(d / "meta.json") == json.loads(json.dumps(meta)):
         return paths
     if b.preset == "tiny":  # toy data in the repository; the label is the speech level (polite or plain)
@@ -283,6 +381,14 @@ def korean_files(p, b, out):
         rows = [(t, label) for t, label in everything if t not in exclude]
         labelled, ft_dev = rows[:p["labelled"]], rows[p["labelled"]:p["labelled"] + p["ft_dev"]]
         ft_test = prepare.sample_labelled(files["test"], p["test"], 0)
+    # the tokenizer's slice: the first tokenizer_bytes of the rest; the budgets are prefixes of what follows
+    n_tok, used = 0, 0
+    while n_tok < len(docs) and used + prepare.nbytes(docs[n_tok]) <= p.get("tokenizer_bytes", 0):
+        used += prepare.nbytes(docs[n_tok])
+        n_tok += 1
+    tok_docs, docs = docs[:n_tok], docs[n_tok:]
+    if p.get("tokenizer_bytes") and not tok_docs:
+        raise ValueError(f"no Korean text left for the tokenizer's slice of {p['tokenizer_bytes']} bytes")
     available = sum(map(prepare.nbytes, docs))
     for x in p["budgets"]:
         if x > available:
@@ -294,7 +400,7 @@ def korean_files(p, b, out):
                 break
             part.append(doc)
         _write_atomic(paths[x], "".join(doc + "\n" for doc in part))
-    for k, lines in (("dev", dev), ("test", test)):
+    for k, lines in (("dev", dev), ("test", test), ("tokenizer", tok_docs)):
         _write_atomic(paths[k], "".join(doc + "\n" for doc in lines))
     for k, rows_ in (("labelled", labelled), ("ft_dev", ft_dev), ("ft_test", ft_test)):
         _write_atomic(paths[k], "".join(f"{line}\n" for line in
@@ -313,10 +419,9 @@ def experiment(b):
     weights = source / "model.safetensors"
     source_sha = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else ""
     paths = korean_files(p, b, out)
-    s = run_settings(p, lr=p["lr_grid"][0], seed=1, device=b.device)
-    largest = max(p["budgets"])
+    s = run_settings(p, "scratch", lr=p["lr_grid"][0], seed=1, device=b.device)
     with contextlib.redirect_stdout(io.StringIO()):  # the tokenizer's progress is noise in the workers
-        tok = train.get_tokenizer(s, train.read_documents(paths[largest]), out, "tokenizer_ko",
+        tok = train.get_tokenizer(s, train.read_documents(paths["tokenizer"]), out, "tokenizer_ko",
                                   kind="bpe", vocab_size=p["ko_vocab"])
     data, data_sha = {}, {}
     for x in p["budgets"]:
@@ -335,12 +440,15 @@ def experiment(b):
     return Experiment(b.preset, p, out, source, source_sha, b.device, tok, data, data_sha, ft)
 
 
-def run_settings(p, *, lr, seed, device):
-    """train.Settings of every post-training run (phase 1 fixed, then early stopping on the dev split)."""
+def run_settings(p, method, *, lr, seed, device):
+    """train.Settings of one run of `method`: the step cap with its schedule, dev evaluations, early
+    stopping only after the method's min_steps (xpt's for its ablations), phase 1 dev-selected."""
     return train.Settings(max_len=p["max_len"], batch_size=p["batch_size"], lr=lr, seed=seed,
                           mlm_probability=p["mlm_probability"], phase1_steps=p["phase1_steps"],
                           phase2_steps=p["max_steps"] - p["phase1_steps"], eval_every=p["eval_every"],
-                          patience=p["patience"], ckpt_every=100, log_every=10, itl_layers=1, device=device)
+                          patience=p["patience"], min_steps=p["min_steps"].get(method, p["min_steps"]["xpt"]),
+                          phase1_patience=p["phase1_patience"], ckpt_every=100, log_every=10, itl_layers=1,
+                          device=device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -348,11 +456,12 @@ def run_settings(p, *, lr, seed, device):
 # ----------------------------------------------------------------------------------------------------
 # train.Settings fields added after runs were cached, with their default: left out of an arm's identity
 # while at that default, so that the cached runs stay valid
-SETTINGS_ADDED = {"span_masking": False, "objective": "mlm", "generator_size": 0.25, "disc_weight": 50.0}
+SETTINGS_ADDED = {"span_masking": False, "objective": "mlm", "generator_size": 0.25, "disc_weight": 50.0,
+                  "min_steps": 0, "phase1_patience": 0}
 
 
 def arm_config(e, method, budget, seed, lr):
-    s = run_settings(e.p, lr=lr, seed=seed, device=e.device)
+    s = run_settings(e.p, method, lr=lr, seed=seed, device=e.device)
     settings = {k: v for k, v in dataclasses.asdict(s).items()
                 if k != "device" and not (k in SETTINGS_ADDED and v == SETTINGS_ADDED[k])}
     return {"source": e.source_sha or str(e.source), "method": method, "budget": budget, "seed": seed,
@@ -369,31 +478,53 @@ def finished(path, config):
     return r if r is not None and r.get("config") == json.loads(json.dumps(config)) else None
 
 
-def run_arm(e, method, budget, seed, lr):
-    """Post-train one arm (train.run_xpt with early stopping) and score its dev-best weights on the test
-    split. Every line it prints goes to output.txt in its folder."""
+def run_arm(e, method, budget, seed, lr, results_dir=None):
+    """Post-train one arm (train.run_xpt: the step cap, dev-best weights, early stopping after
+    min_steps) and score its dev-best weights on the test split. Every line it prints goes to
+    output.txt in its folder; the result goes to result.json there and, when given, to results_dir."""
     config = arm_config(e, method, budget, seed, lr)
     d = arm_dir(e, method, budget, seed, lr)
     r = finished(d, config)
-    if r is not None:
-        return r
+    if r is None:
+        r = _train_arm(e, method, budget, seed, lr, config, d)
+    if results_dir is not None:
+        path = Path(results_dir) / f"{method}-{budget}-seed{seed}-lr{lr:g}.json"
+        if _read_json(path) != r:
+            _write_atomic(path, json.dumps(r, indent=1))
+    return r
+
+
+def _train_arm(e, method, budget, seed, lr, config, d):
     t0 = time.time()
     d.mkdir(parents=True, exist_ok=True)
-    s = run_settings(e.p, lr=lr, seed=seed, device=e.device)
+    s = run_settings(e.p, method, lr=lr, seed=seed, device=e.device)
     with open(d / "output.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
-        model, evals = train.run_xpt(s, e.source, e.tok, e.data[budget], e.data["dev"], d, method=method)
+        try:
+            model, evals = train.run_xpt(s, e.source, e.tok, e.data[budget], e.data["dev"], d, method=method)
+        except train.NonFiniteLossError as err:  # (a rate too high for this arm: a grid cell that lost)
+            r = {"method": method, "budget_bytes": budget, "seed": seed, "lr": lr, "failed": str(err),
+                 "dev_loss": None, "test_loss": None, "converged": False, "seconds": round(time.time() - t0, 1),
+                 "config": config}
+            _write_atomic(d / "result.json", json.dumps(r, indent=1))
+            return r
         info = train.tokenizer_info(e.tok, s)
         test = train.evaluate(model, e.data["test"], mask_id=info["mask_id"], vocab_size=info["vocab_size"],
                               special_ids=info["special_ids"], batch_size=max(s.batch_size, 64),
                               device=train.pick_device(e.device))
     last = evals[-1]["phase"]
     final = [ev for ev in evals if ev["phase"] == last]
-    best = min(final, key=lambda ev: ev["loss"])
-    r = {"method": method, "budget_bytes": budget, "seed": seed, "lr": lr, "best_step": best["step"],
-         "steps": evals[-1]["step"], "stopped": "early" if evals[-1]["step"] < e.p["max_steps"] else "cap",
-         "dev_loss": best["loss"], "test_loss": test["loss"], "test_mask_acc": test["acc"],
-         "curve": [{"step": ev["step"], "dev_loss": round(ev["loss"], 4)} for ev in evals],
+    best = min(final, key=lambda ev: ev["loss"])  # (the weights train_loop kept)
+    earlier = [ev["step"] for ev in evals if ev["phase"] != last]
+    start = max(earlier, default=0)  # where the last phase began
+    cap = e.p["max_steps"] - (e.p["phase1_steps"] if earlier else 0)
+    curve = [{"step": ev["step"], "phase": ev["phase"], "dev_loss": round(ev["loss"], 4)} for ev in evals]
+    gain = dev_gain_last_quarter(curve)
+    r = {"method": method, "budget_bytes": budget, "seed": seed, "lr": lr, "steps": evals[-1]["step"],
+         "phase1_steps": start if earlier else 0, "best_step": best["step"],
+         "stopped": "early" if evals[-1]["step"] - start < cap else "cap",
+         "converged": bool(gain < CONVERGED_GAIN), "dev_gain_last_quarter": round(gain, 4),
+         "dev_loss": best["loss"], "test_loss": test["loss"], "test_acc": test["acc"], "curve": curve,
          "seconds": round(time.time() - t0, 1), "config": config}
     _write_atomic(d / "result.json", json.dumps(r, indent=1))
     return r
@@ -439,7 +570,7 @@ def source_summary(e):
     if not en_train.exists():
         docs = train.read_documents(ROOT / "data" / "en_train.txt") + demo.english_extra_docs()
         _write_atomic(en_train, "".join(d + "\n" for d in docs))
-    s = run_settings(e.p, lr=1e-3, seed=1, device=e.device)
+    s = run_settings(e.p, "scratch", lr=1e-3, seed=1, device=e.device)
     r = demo._source_summary(s, e.source, en_train, ROOT / "data" / "en_valid.txt", e.out / "cache")
     return {**out, "dir": "data/source_en", **{k: r[k] for k in ("final_loss", "floor", "acc", "acc_floor")}}
 
@@ -456,6 +587,56 @@ def random_encoder(e, seed):
 
 
 # ----------------------------------------------------------------------------------------------------
+# The plan: which runs, in which order, each learning rate chosen on dev as soon as its grid is done
+# ----------------------------------------------------------------------------------------------------
+def _nearest(x, xs):
+    """The element of xs nearest to x in log-bytes (the smaller one on a tie)."""
+    return min(sorted(xs), key=lambda y: abs(math.log(y) - math.log(x)))
+
+
+def chosen_lrs(p, done, methods=HEADLINE):
+    """{(method, grid budget): peak lr} for the grid cells whose seed-1 runs have all finished: the
+    lowest dev loss of lr_grid. done = {task: result} with task ("arm", method, budget, seed, lr)."""
+    lrs, s1 = {}, p["seeds"][0]
+    for m in methods:
+        for x in p["grid_budgets"][m]:
+            cells = [done.get(("arm", m, x, s1, lr)) for lr in p["lr_grid"]]
+            if None not in cells:
+                ok = [r for r in cells if r["dev_loss"] is not None]  # (a diverged rate is never chosen)
+                lrs[(m, x)] = min(ok, key=lambda r: r["dev_loss"])["lr"] if ok else None
+    return lrs
+
+
+def plan(p, done, part="lm"):
+    """The runs whose learning rate is known now, in the order they should run (the longest and the
+    ones others wait for first): 1. the lr grid at the grid budgets, seed 1; 2. the other seeds at the
+    grid budgets; 3. the other budgets, every seed (the nearest grid budget's rate). part=ablations:
+    each ablation once (seed 1) at xpt's budgets, at xpt's rate for the budget. Returns [task]."""
+    s1, seeds = p["seeds"][0], list(p["seeds"])
+    lrs = chosen_lrs(p, done)
+    lr_of = lambda m, x: lrs.get((m, _nearest(x, p["grid_budgets"][m])))  # noqa: E731  (None: not yet, or all diverged)
+    if part == "ablations":
+        return [("arm", m, x, s1, lr_of("xpt", x)) for x in sorted(p["arm_budgets"]["xpt"], reverse=True)
+                for m in ABLATIONS if lr_of("xpt", x) is not None]
+    order = lambda m, x: (m != "scratch", -x)  # noqa: E731  (scratch's long runs first, big budgets first)
+    cells = sorted(((m, x) for m in HEADLINE for x in p["arm_budgets"][m]), key=lambda c: order(*c))
+    grid = [c for c in cells if c[1] in p["grid_budgets"][c[0]]]
+    tasks = [("arm", m, x, s1, lr) for m, x in grid for lr in p["lr_grid"]]
+    tasks += [("arm", m, x, k, lr_of(m, x)) for m, x in grid for k in seeds[1:] if lr_of(m, x) is not None]
+    tasks += [("arm", m, x, k, lr_of(m, x)) for m, x in cells if (m, x) not in grid for k in seeds
+              if lr_of(m, x) is not None]
+    return tasks
+
+
+def full_plan_size(p, part="lm"):
+    """How many runs the whole plan holds (every rate known)."""
+    n = len(p["lr_grid"]) + len(p["seeds"]) - 1
+    if part == "ablations":
+        return len(ABLATIONS) * len(p["arm_budgets"]["xpt"])
+    return sum(n if x in p["grid_budgets"][m] else len(p["seeds"]) for m in HEADLINE for x in p["arm_budgets"][m])
+
+
+# ----------------------------------------------------------------------------------------------------
 # Workers: each task is a small tuple; a worker builds the Experiment once from the caches
 # ----------------------------------------------------------------------------------------------------
 _WORKER = {}
@@ -466,42 +647,210 @@ def _init_worker(b_dict, threads):
     _WORKER["b"] = BenchSettings(**b_dict)
 
 
-def _task(task):
-    """("arm", method, budget, seed, lr) | ("ft", method, budget, seed, lr, ft_lr) | ("random", seed, ft_lr)
-    -> (task, result, seconds spent)."""
+def _task(task, results_dir):
+    """("arm", method, budget, seed, lr) -> (task, result, seconds spent)."""
     if "e" not in _WORKER:
         _WORKER["e"] = experiment(_WORKER["b"])
-    e, kind, t0 = _WORKER["e"], task[0], time.time()
-    if kind == "arm":
-        r = run_arm(e, *task[1:])
-    elif kind == "ft":
-        _, method, budget, seed, lr, ft_lr = task
-        r = run_finetune(e, arm_dir(e, method, budget, seed, lr) / "model", ft_lr, seed, "nsmc")
-    elif kind == "random":
-        _, seed, ft_lr = task
-        r = run_finetune(e, random_encoder(e, seed), ft_lr, seed, "nsmc")
-    else:
+    e, t0 = _WORKER["e"], time.time()
+    if task[0] != "arm":
         raise ValueError(f"unknown task {task!r}")
-    return task, r, time.time() - t0
+    return task, run_arm(e, *task[1:], results_dir=results_dir), time.time() - t0
 
 
-def run_tasks(tasks, pool, desc, spent):
-    """Run tasks (in the pool, or here when pool is None); {task: result}, with one progress bar.
-    spent["seconds"] adds up the workers' time (a cached result costs ~0)."""
-    results = {}
-    tasks = list(dict.fromkeys(tasks))  # each once, in order
-    it = pool.imap_unordered(_task, tasks) if pool is not None else map(_task, tasks)
-    for task, r, seconds in tqdm(it, total=len(tasks), desc=desc, dynamic_ncols=True):
-        results[task] = r
-        spent["seconds"] += seconds
-        if seconds > 1:  # it trained: this call's wall time so far joins timing.json now (a killed call counts)
-            spent["trained"] = True  # (many cached results, ~0.1 s each, are not training)
-            spent["tick"]()
-    return results
+def run_plan(p, part, workers, b_dict, results_dir, bar_desc):
+    """Run the plan to its end: start every run whose rate is known (up to `workers` at once, in
+    plan order), and after each finished run look again (a finished grid makes its seeds ready).
+    Returns {task: result}."""
+    done, running = {}, {}
+    bar = tqdm(total=full_plan_size(p, part), desc=bar_desc, dynamic_ncols=True)
+    pool = None
+    if workers > 1:
+        # spawn: fresh interpreters (forking a process that already ran torch can hang its thread pool)
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                      initializer=_init_worker, initargs=(b_dict, 1))
+    try:
+        while True:
+            ready = [t for t in plan(p, done, part) if t not in done and t not in running.values()]
+            if pool is None:
+                if not ready:
+                    break
+                task, r, _ = _task(ready[0], results_dir)
+                done[task] = r
+                bar.update(1)
+                continue
+            for task in ready[:workers - len(running)]:
+                running[pool.submit(_task, task, results_dir)] = task
+            if not running:
+                break
+            finished_now, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for f in finished_now:
+                task = running.pop(f)
+                task, r, _ = f.result()  # (a failed run raises here, naming itself in its output.txt)
+                done[task] = r
+                bar.update(1)
+                bar.set_postfix_str(f"{task[1]} {_size(task[2])} seed {task[3]} lr {task[4]:g}: " +
+                                    ("diverged" if r.get("failed") else f"test {r['test_loss']:.3f}"))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return done
 
 
 # ----------------------------------------------------------------------------------------------------
-# The whole measurement
+# The summary: every finished run of the current protocol, the floors, the lr grid, the ratios
+# ----------------------------------------------------------------------------------------------------
+def collect(e, p, results_dir):
+    """The finished runs of this protocol in results_dir (a file whose config differs from what this
+    code would run is left out and counted as stale). Returns (runs, n_stale)."""
+    runs, stale = [], 0
+    for path in sorted(Path(results_dir).glob("*.json")):
+        r = _read_json(path)
+        if r is None or "config" not in r:
+            continue
+        m, x, k, lr = r["method"], r["budget_bytes"], r["seed"], r["lr"]
+        if x in p["budgets"] and r["config"] == json.loads(json.dumps(arm_config(e, m, x, k, lr))):
+            runs.append(r)
+        else:
+            stale += 1
+    return runs, stale
+
+
+def summarize(e, p, runs, n_stale=0):
+    budgets = list(p["budgets"])
+    info = train.tokenizer_info(e.tok, run_settings(p, "scratch", lr=1e-3, seed=1, device="cpu"))
+    test_ids = e.data["test"]["input_ids"].numpy().ravel()
+    unigram = {str(x): train.unigram_loss(e.data[x]["input_ids"].numpy().ravel(), test_ids, len(e.tok),
+                                          info["special_ids"]) for x in budgets}
+    done = {("arm", r["method"], r["budget_bytes"], r["seed"], r["lr"]): r for r in runs}
+    failed = [r for r in runs if r.get("failed")]
+    runs = [r for r in runs if not r.get("failed")]
+    lrs = chosen_lrs(p, done)
+    lr_of = lambda m, x: lrs.get((m, _nearest(x, p["grid_budgets"][m])))  # noqa: E731
+    # the runs of the protocol: every grid cell at seed 1; elsewhere only the chosen rate
+    headline = [r for r in runs if r["method"] in HEADLINE and r["lr"] == lr_of(r["method"], r["budget_bytes"])]
+    grid = {m: {str(x): {f"{lr:g}": {k: done[("arm", m, x, p["seeds"][0], lr)].get(k)
+                                     for k in ("dev_loss", "test_loss", "steps", "best_step", "converged")}
+                         for lr in p["lr_grid"] if ("arm", m, x, p["seeds"][0], lr) in done}
+                for x in p["grid_budgets"][m]} for m in HEADLINE}
+    keep = ("method", "budget_bytes", "seed", "lr", "steps", "phase1_steps", "best_step", "stopped", "converged",
+            "dev_gain_last_quarter", "dev_loss", "test_loss", "test_acc", "seconds", "curve")
+    ablations = [r for r in runs if r["method"] in ABLATIONS and r["lr"] == lr_of("xpt", r["budget_bytes"])]
+    return {"preset": e.preset, "eval_masking": "mask-only, 15% of tokens", "paper_ratio": PAPER_RATIO,
+            "budgets": budgets, "arm_budgets": {m: list(v) for m, v in p["arm_budgets"].items()},
+            "seeds": list(p["seeds"]), "source": source_summary(e),
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items() if k != "budgets"},
+            "tokens": {str(x): int(e.data[x]["attention_mask"].sum()) for x in budgets},
+            "dev_tokens": int(e.data["dev"]["attention_mask"].sum()),
+            "test_tokens": int(e.data["test"]["attention_mask"].sum()),
+            "unigram_loss": unigram, "lr": {f"{m} {x}": lr for (m, x), lr in sorted(lrs.items())},
+            "lr_grid": grid, "runs": [{k: r[k] for k in keep} for r in sorted(
+                headline, key=lambda r: (r["method"], r["budget_bytes"], r["seed"]))],
+            "ablations": [{k: r[k] for k in keep} for r in ablations],
+            "ratios": equal_loss_ratios(headline, len(p["seeds"])), "paired": paired_differences(headline),
+            "failed_runs": [{k: r[k] for k in ("method", "budget_bytes", "seed", "lr", "failed")} for r in failed],
+            "complete": len(runs) + len(failed) - len(ablations) >= full_plan_size(p) and not any(
+                t not in done for t in plan(p, done)), "stale_runs": n_stale,
+            "worker_seconds": round(sum(r["seconds"] for r in runs), 1)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tables and the plot, from a summary JSON alone
+# ----------------------------------------------------------------------------------------------------
+def _size(x):
+    return f"{x / 1000:g} KB" if x < 1_000_000 else f"{x / 1e6:g} MB"
+
+
+def _ms(mean, std, fmt="{:.3f}"):
+    if mean is None:
+        return "-"
+    return fmt.format(mean) + ("" if std is None else " ± " + fmt.format(std))
+
+
+def markdown(res):
+    runs = res["runs"]
+    cell = lambda m, x: [r for r in runs if r["method"] == m and r["budget_bytes"] == x]  # noqa: E731
+    lines = [f"Masked-LM test loss at [MASK] positions (15% of the {res['test_tokens']:,} test tokens; nats, lower "
+             f"is better): mean ± std over the paired seeds, the unigram floor of each budget, and how many of "
+             f"the runs converged (best dev loss improved < {CONVERGED_GAIN} nat over the run's last quarter).", ""]
+    lines += ["| budget | tokens | unigram floor | scratch | xpt | xpt vs scratch |", "|---|---|---|---|---|---|"]
+    for x in res["budgets"]:
+        cells = [_size(x), f"{res['tokens'][str(x)]:,}", f"{res['unigram_loss'][str(x)]:.3f}"]
+        for m in HEADLINE[::-1]:
+            rs = cell(m, x)
+            conv = sum(r["converged"] for r in rs)
+            cells.append(f"{_ms(*_mean_std([r['test_loss'] for r in rs]))} ({len(rs)} seeds, {conv} converged)"
+                         if rs else "-")
+        d = res["paired"].get(str(x))
+        cells.append("-" if d is None else f"{d['verdict'] or 'one seed'} ({d['diff_mean']:+.3f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Data-efficiency ratios (paper: up to {res['paper_ratio']}x): the scratch budget that reaches "
+              "xpt's mean loss (linear in log-budget between the two bracketing scratch budgets) over xpt's "
+              "budget.", "", "| xpt budget | xpt loss | scratch budget with that loss | ratio | per seed | kind |",
+              "|---|---|---|---|---|---|"]
+    for q in res["ratios"]:
+        per = ", ".join(ratio_text(s["kind"], s["ratio"]) for s in q["ratio_seeds"]) or "-"
+        lines.append(f"| {_size(q['xpt_budget_bytes'])} | {_ms(q['xpt_loss_mean'], q['xpt_loss_std'])} | "
+                     f"{_size(q['scratch_equal_budget_bytes']) if q['bracket'] else '-'}"
+                     f"{' (between ' + ' and '.join(map(_size, q['bracket'])) + ')' if len(q['bracket']) == 2 else ''} | "
+                     f"{q['ratio_text']} | {per} | {q['kind']} |")
+    lines += ["", "Peak learning rates, chosen on the dev split (seed 1; dev loss per rate):"]
+    for m, xs in res["lr_grid"].items():
+        for x, cells in xs.items():
+            if cells:
+                lines.append(f"- {m} at {_size(int(x))}: " + ", ".join(
+                    f"{lr}: " + ("diverged" if c["dev_loss"] is None else
+                                 f"{c['dev_loss']:.3f}{'' if c['converged'] else ' (not converged)'}")
+                    for lr, c in cells.items())
+                    + (f" -> {res['lr'][f'{m} {x}']:g}" if f"{m} {x}" in res["lr"] else " (grid unfinished)"))
+    if res.get("ablations"):
+        lines += ["", "Ablations (one seed, xpt's rate): " + "; ".join(
+            f"{r['method']} {_size(r['budget_bytes'])}: {r['test_loss']:.3f}" for r in res["ablations"]) + "."]
+    st = res["settings"]
+    lines += ["", f"Runs: {len(runs)} of the protocol finished ({'complete' if res['complete'] else 'in progress'}), "
+              f"{res['worker_seconds'] / 3600:.1f} worker-hours; step cap {st['max_steps']:,}, early stopping only "
+              f"after {st['min_steps']['scratch']:,} steps for scratch ({st['min_steps']['xpt']:,} for xpt's phase 2) "
+              f"and {st['patience'] * st['eval_every']:,} steps without a better dev loss."]
+    return "\n".join(lines)
+
+
+def plot(res, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(install matplotlib for a plot)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    xs = res["budgets"]
+    ax.plot([x / 1000 for x in xs], [res["unigram_loss"][str(x)] for x in xs], "k--", label="unigram floor")
+    for m, colour in (("scratch", "C0"), ("xpt", "C3")):
+        pts = [(x / 1000, *_mean_std([r["test_loss"] for r in res["runs"] if r["method"] == m and r["budget_bytes"] == x]))
+               for x in xs]
+        pts = [q for q in pts if q[1] is not None]
+        ax.errorbar([q[0] for q in pts], [q[1] for q in pts], yerr=[q[2] or 0 for q in pts], marker="o", lw=2,
+                    capsize=3, label=m, color=colour)
+    for q in res["ratios"]:
+        if q["bracket"]:
+            ax.annotate("", xy=(q["scratch_equal_budget_bytes"] / 1000, q["xpt_loss_mean"]),
+                        xytext=(q["xpt_budget_bytes"] / 1000, q["xpt_loss_mean"]),
+                        arrowprops=dict(arrowstyle="->", color="grey"))
+            ax.text(q["xpt_budget_bytes"] / 1000, q["xpt_loss_mean"] - 0.12, q["ratio_text"], fontsize=8)
+    ax.set(xscale="log", xlabel="Korean training text (KB)", ylabel="test MLM loss at [MASK] (nats)")
+    ax.set_xticks([x / 1000 for x in xs], [f"{x / 1000:g}" for x in xs])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command
 # ----------------------------------------------------------------------------------------------------
 def reported(b, presets, tables):
     """--report=FILE: print tables(results) of a results.json and return True (nothing to run); else
@@ -519,283 +868,27 @@ def run(b):
         return None
     if b.workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = the preset's), got {b.workers}")
+    if b.part not in ("lm", "ablations"):
+        raise ValueError(f"part must be lm or ablations, got {b.part!r}")
     p = PRESETS[b.preset]
-    workers, probe_lrs = b.workers or p["workers"], lr_probe(b)
-    t0 = time.time()
     e = experiment(b)
     _WORKER.update(b=b, e=e)
-    pool = None
-    if workers > 1:
-        # spawn: fresh interpreters (forking a process that already ran torch can hang its thread pool)
-        ctx = multiprocessing.get_context("spawn")
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(dataclasses.asdict(b), 1))
-    # timing.json: the wall time of every call that trained something, summed over calls (rewritten after
-    # each task that trained, so a call that is killed still counts what it spent); --lr_probe's wall
-    # time is left out (spent["excluded"])
-    before = _read_json(e.out / "timing.json") or {}
-    timing = dict(before)
-    spent = {"seconds": 0.0, "excluded": 0.0}
-
-    def tick():
-        timing.update(seconds=round(before.get("seconds", 0) + time.time() - t0 - spent["excluded"], 1),
-                      calls=before.get("calls", 0) + 1)
-        _write_atomic(e.out / "timing.json", json.dumps(timing))
-
-    spent["tick"] = tick
-    try:
-        summary = _measure(e, p, pool, spent, probe_lrs)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    if summary.pop("trained"):
-        tick()
-    summary["seconds"] = timing.get("seconds", round(time.time() - t0, 1))
-    summary["calls"] = timing.get("calls", 1)
-    body = json.dumps(summary, indent=1)
-    _write_atomic(e.out / "results.json", body)
-    print(f"wrote {e.out / 'results.json'}")
-    if b.json_out:
-        _write_atomic(b.json_out, body)
-        print(f"wrote {b.json_out}")
-    plot(summary, e.out / "data_efficiency.png")
+    tiny = b.preset == "tiny"
+    results_dir = Path(b.results_dir or (e.out / "results" if tiny else ROOT / "bench" / "results" /
+                                         f"data_efficiency_{b.preset}"))
+    json_out = Path(b.json_out or (e.out / "results.json" if tiny else ROOT / "bench" / "results" /
+                                   f"data_efficiency_{b.preset}.json"))
+    if not b.collect:
+        run_plan(p, b.part, b.workers or p["workers"], dataclasses.asdict(b), results_dir,
+                 f"{b.preset} {b.part} runs")
+    runs, stale = collect(e, p, results_dir)
+    summary = summarize(e, p, runs, stale)
+    _write_atomic(json_out, json.dumps(summary, indent=1))
+    print(f"wrote {json_out}")
+    plot(summary, json_out.with_suffix(".png"))
     print(f"\nCommand: python bench/data_efficiency.py --preset={b.preset}\n")
     print(markdown(summary))
     return summary
-
-
-def lr_probe(b):
-    try:
-        return [float(x) for x in b.lr_probe.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"lr_probe must be comma-separated learning rates, got {b.lr_probe!r}") from None
-
-
-def _measure(e, p, pool, spent, probe_lrs=()):
-    budgets, seeds = sorted(p["budgets"]), list(p["seeds"])
-    # 1. learning rates: each method of lr_grid_methods at lr_budget, seed 1, each value of the grid; the
-    #    best dev loss wins. The other methods (xpt's ablations: each differs from xpt in one part) take
-    #    xpt's rate.
-    tuned = [m for m in p["methods"] if m in p["lr_grid_methods"]]
-    if "xpt" in p["methods"] and "xpt" not in tuned:
-        raise ValueError("lr_grid_methods must include xpt: the other methods take its learning rate")
-    grid = [("arm", m, p["lr_budget"], seeds[0], lr) for m in tuned for lr in p["lr_grid"]]
-    done = run_tasks(grid, pool, "lr grid (dev split)", spent)
-    lr = {m: min(p["lr_grid"], key=lambda x: done[("arm", m, p["lr_budget"], seeds[0], x)]["dev_loss"])
-          for m in tuned}
-    lr.update({m: lr["xpt"] for m in p["methods"] if m not in tuned})
-    lr_table = {m: {f"{x:g}": round(done[("arm", m, p["lr_budget"], seeds[0], x)]["dev_loss"], 4)
-                    for x in p["lr_grid"]} for m in tuned}
-    # --lr_probe: rates outside the grid for the same methods, budget and seed, reported next to it and
-    #    never chosen (e.g. a rate whose runs are too long for the preset's time); their time is their
-    #    own (each run's seconds), not in the preset's total
-    probe = [("arm", m, p["lr_budget"], seeds[0], x) for m in tuned for x in probe_lrs]
-    t_probe = time.time()
-    probe_done = run_tasks(probe, pool, "lr probe (outside the grid)", {"seconds": 0.0, "tick": lambda: None})
-    spent["excluded"] = spent.get("excluded", 0.0) + time.time() - t_probe
-    lr_probe_table = {m: {f"{x:g}": {k: probe_done[("arm", m, p["lr_budget"], seeds[0], x)][k] for k in
-                                     ("dev_loss", "test_loss", "best_step", "steps", "seconds")}
-                          for x in probe_lrs} for m in tuned} if probe_lrs else {}
-    # 2. every arm: the headline methods with every seed, the others with the first seed
-    #    (the largest budgets first: the longest runs start early and the workers end together)
-    arms = [("arm", m, x, k, lr[m]) for x in budgets[::-1] for m in p["methods"]
-            for k in (seeds if m in HEADLINE or p.get("seeds_all") else seeds[:1])]
-    done.update(run_tasks(arms, pool, "arms", spent))
-    # 3. fine-tuning lr: the grid on the dev split with the seed-1 xpt and scratch encoders of the
-    #    largest budget (their mean dev accuracy decides), then every arm and the random encoders
-    top = max(p["ft_budgets"])
-    ft_grid = [("ft", m, top, seeds[0], lr[m], f) for m in HEADLINE for f in p["ft_lr_grid"]]
-    ft_done = run_tasks(ft_grid, pool, "fine-tuning lr grid", spent)
-    ft_lr = max(p["ft_lr_grid"], key=lambda f: np.mean([ft_done[("ft", m, top, seeds[0], lr[m], f)]["dev_acc"]
-                                                           for m in HEADLINE]))
-    fts = [("ft", *t[1:], ft_lr) for t in arms if t[1] in p["ft_methods"] and t[2] in p["ft_budgets"]]
-    fts += [("random", k, ft_lr) for k in seeds]
-    ft_done.update(run_tasks(fts, pool, "fine-tuning", spent))
-    # 4. floors
-    info = train.tokenizer_info(e.tok, run_settings(p, lr=1e-3, seed=1, device="cpu"))
-    test_ids = e.data["test"]["input_ids"].numpy().ravel()
-    unigram = {str(x): train.unigram_loss(e.data[x]["input_ids"].numpy().ravel(), test_ids, len(e.tok),
-                                          info["special_ids"]) for x in budgets}
-    rows = e.ft["rows"]
-    bow, l2 = bow_logreg(rows["labelled"], rows["ft_dev"], rows["ft_test"], p["bow_l2"])
-    rand = [ft_done[("random", k, ft_lr)]["test_acc"] for k in seeds]
-    floors = {"majority": majority_class([y for _, y in rows["labelled"]], [y for _, y in rows["ft_test"]]),
-              "bow_logreg": bow, "bow_logreg_l2": l2, "random_encoder": _mean_std(rand)[0],
-              "random_encoder_std": _mean_std(rand)[1], "random_encoder_runs": rand}
-    runs = []
-    for t in arms:
-        r = {k: v for k, v in done[t].items() if k != "config"}
-        f = ft_done.get(("ft", *t[1:], ft_lr), {})  # (not fine-tuned: null)
-        runs.append({"source": str(e.source.name), **r, "test_acc": f.get("test_acc"), "ft_epoch": f.get("epoch"),
-                     "ft_dev_acc": f.get("dev_acc")})
-    return {"preset": e.preset, "eval_masking": "mask-only", "budgets": budgets, "seeds": seeds,
-            "methods": list(p["methods"]), "paper_ratio": PAPER_RATIO,
-            "source": source_summary(e),
-            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
-            "tokens": {str(x): int((e.data[x]["attention_mask"].sum())) for x in budgets},
-            "lr": lr, "lr_chosen_by": {m: "dev grid" if m in tuned else "xpt's" for m in p["methods"]},
-            "lr_grid_dev_loss": lr_table, "lr_probe": lr_probe_table, "ft_lr": ft_lr,
-            "ft_lr_grid_dev_acc": {f"{f:g}": {m: ft_done[("ft", m, top, seeds[0], lr[m], f)]["dev_acc"] for m in HEADLINE}
-                                   for f in p["ft_lr_grid"]},
-            "unigram_loss": unigram, "floors": floors, "ratios": ratios(runs, budgets, p["methods"]),
-            "runs": runs, "trained": spent.get("trained", False), "worker_seconds": round(spent["seconds"], 1)}
-
-
-def ratios(runs, budgets, methods):
-    """Per method and budget: mean and std of the test loss, the paired difference to scratch, whether
-    it beats scratch (mean difference > 2 x the paired differences' std) or is worse than it (the same
-    the other way), and the data-efficiency ratio
-    (of the means, and its range over the paired seeds)."""
-    loss = {(r["method"], r["budget_bytes"], r["seed"]): r["test_loss"] for r in runs}
-    seeds = sorted({r["seed"] for r in runs if r["method"] == "scratch"})
-    scratch_mean = [float(np.mean([loss[("scratch", x, k)] for k in seeds])) for x in budgets]
-    out = {}
-    for m in methods:
-        if m == "scratch":
-            continue
-        out[m] = {}
-        for x in budgets:
-            ks = [k for k in seeds if (m, x, k) in loss]
-            if not ks:
-                continue
-            mean, std = _mean_std([loss[(m, x, k)] for k in ks])
-            diffs = [loss[("scratch", x, k)] - loss[(m, x, k)] for k in ks]
-            d_mean, d_std = _mean_std(diffs)
-            kind, ratio = efficiency_ratio(budgets, scratch_mean, mean, x)
-            per_seed = [efficiency_ratio(budgets, [loss[("scratch", y, k)] for y in budgets], loss[(m, x, k)], x)
-                        for k in ks]
-            out[m][str(x)] = {
-                "mean": mean, "std": std, "diff_mean": d_mean, "diff_std": d_std, "seeds": ks,
-                "beats_scratch": None if d_std is None else bool(d_mean > 2 * d_std),
-                "worse_than_scratch": None if d_std is None else bool(-d_mean > 2 * d_std),
-                "ratio": ratio_text(kind, ratio),
-                "ratio_range": [ratio_text(*min(per_seed, key=_ratio_order)), ratio_text(*max(per_seed, key=_ratio_order))]}
-    return out
-
-
-def _ratio_order(kr):
-    kind, value = kr
-    return value * (0.999 if kind == "<" else 1.001 if kind == ">" else 1.0)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Tables and the plot, from a results.json alone
-# ----------------------------------------------------------------------------------------------------
-def _size(x):
-    return f"{x / 1000:g} KB" if x < 1_000_000 else f"{x / 1e6:g} MB"
-
-
-def _ms(mean, std, fmt="{:.3f}"):
-    if mean is None:
-        return "-"
-    return fmt.format(mean) + ("" if std is None else " ± " + fmt.format(std))
-
-
-def _fine_tuned(res):
-    """The methods whose encoders were fine-tuned (the others have test_acc null)."""
-    return [m for m in res["methods"] if any(r["test_acc"] is not None for r in res["runs"] if r["method"] == m)]
-
-
-def markdown(res):
-    budgets, runs = res["budgets"], res["runs"]
-    by = lambda m, x: [r for r in runs if r["method"] == m and r["budget_bytes"] == x]  # noqa: E731
-    lines = [f"Masked-LM test loss at [MASK] positions (nats, lower is better; mean ± std over seeds "
-             f"{res['seeds']} for xpt and scratch, one seed for the others), the unigram floor of each budget, "
-             f"and the data-efficiency ratio of each method (how many times more Korean text scratch needs to "
-             f"reach its mean loss; paper: {res['paper_ratio']}x).", ""]
-    head = ["budget", "tokens", "unigram floor", "scratch"] + [m for m in res["methods"] if m != "scratch"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for x in budgets:
-        cells = [_size(x), f"{int(res['tokens'][str(x)]):,}", f"{res['unigram_loss'][str(x)]:.3f}",
-                 _ms(*_mean_std([r["test_loss"] for r in by("scratch", x)]))]
-        for m in head[4:]:
-            rt = res["ratios"].get(m, {}).get(str(x))
-            if rt is None:
-                cells.append("-")
-                continue
-            beat = "one seed" if rt["beats_scratch"] is None else "beats scratch" if rt["beats_scratch"] \
-                else "worse than scratch" if rt.get("worse_than_scratch") else "no difference"
-            rng = f", seeds {rt['ratio_range'][0]} .. {rt['ratio_range'][1]}" if len(rt["seeds"]) > 1 else ""
-            cells.append(f"{_ms(rt['mean'], rt['std'])} ({beat}; ratio {rt['ratio']}{rng})")
-        lines.append("| " + " | ".join(cells) + " |")
-    stops = Counter(r["stopped"] for r in runs)
-    by_grid = lambda m: res.get("lr_chosen_by", {}).get(m, "dev grid") == "dev grid"  # noqa: E731
-    lines += ["", f"Runs stopped by the dev loss: {stops.get('early', 0)}; by the step cap "
-              f"({res['settings']['max_steps']}): {stops.get('cap', 0)}. Peak learning rates (best on the dev "
-              f"split at {_size(res['settings']['lr_budget'])}, seed {res['seeds'][0]}, from "
-              f"{', '.join(f'{x:g}' for x in res['settings']['lr_grid'])}): "
-              + ", ".join(f"{m} {v:g}" for m, v in res["lr"].items() if by_grid(m))
-              + "".join(f"; {m} takes xpt's rate" for m in res["methods"] if not by_grid(m)) + "."]
-    grid_runs = {(r["method"], r["lr"]): r for r in runs if r["budget_bytes"] == res["settings"]["lr_budget"]
-                 and r["seed"] == res["seeds"][0]}
-    probed = [f"{m} at {x}: dev {v['dev_loss']:.3f}, test {v['test_loss']:.3f} ({v['steps']} steps; at "
-              f"{res['lr'][m]:g}: dev {grid_runs[(m, res['lr'][m])]['dev_loss']:.3f}, test "
-              f"{grid_runs[(m, res['lr'][m])]['test_loss']:.3f}, {grid_runs[(m, res['lr'][m])]['steps']} steps)"
-              for m, xs in res.get("lr_probe", {}).items() for x, v in xs.items()]
-    if probed:
-        lines += ["Outside the grid (--lr_probe: the same budget and seed, reported, never chosen, its time "
-                  "not in the total): " + "; ".join(probed) + "."]
-    lines += [""]
-    fl = res["floors"]
-    lines += [f"NSMC sentiment accuracy on {res['settings']['test'] or 'the'} test reviews after fine-tuning on "
-              f"{res['settings']['labelled']} labelled ones (lr {res['ft_lr']:g} chosen on the dev split, the "
-              f"epoch too). Floors: majority class {fl['majority']:.1%}, bag-of-words logistic regression "
-              f"{fl['bow_logreg']:.1%}, random encoder fine-tuned the same way "
-              f"{_ms(fl['random_encoder'], fl['random_encoder_std'], '{:.1%}')}.", ""]
-    tuned = _fine_tuned(res)
-    head = ["budget"] + tuned
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    acc = lambda m, x: [r["test_acc"] for r in by(m, x) if r["test_acc"] is not None]  # noqa: E731
-    ft_budgets = [x for x in budgets if any(acc(m, x) for m in tuned)]
-    for x in ft_budgets:
-        lines.append("| " + " | ".join([_size(x)] + [_ms(*_mean_std(acc(m, x)), "{:.1%}") if acc(m, x) else "-"
-                                                    for m in tuned]) + " |")
-    if len(tuned) < len(res["methods"]) or len(ft_budgets) < len(budgets):
-        lines += ["", "Not fine-tuned (time): " + ", ".join(
-            [m for m in res["methods"] if m not in tuned] + [f"the {_size(x)} encoders" for x in budgets
-                                                             if x not in ft_budgets]) + "."]
-    lines += ["", f"Measured in {res['seconds'] / 60:.0f} min ({res['calls']} call(s) of the command)."]
-    return "\n".join(lines)
-
-
-def plot(res, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(install matplotlib for a plot)")
-        return None
-    budgets, runs = res["budgets"], res["runs"]
-    xs = [x / 1000 for x in budgets]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax.plot(xs, [res["unigram_loss"][str(x)] for x in budgets], "k--", label="unigram floor")
-    fl = res["floors"]
-    for name, v in (("majority class", fl["majority"]), ("bag-of-words logreg", fl["bow_logreg"]),
-                    ("random encoder", fl["random_encoder"])):
-        bx.axhline(v, ls="--", lw=1, color={"majority class": "k", "bag-of-words logreg": "grey"}.get(name, "tab:brown"),
-                   label=name)
-    for i, m in enumerate(res["methods"]):
-        for key, axis in (("test_loss", ax), ("test_acc", bx)):
-            if key == "test_acc" and m not in _fine_tuned(res):
-                continue
-            stats = [(x / 1000, *_mean_std([r[key] for r in runs if r["method"] == m and r["budget_bytes"] == x]))
-                     for x in budgets]
-            stats = [st for st in stats if st[1] is not None]  # (budgets not fine-tuned: no point)
-            axis.errorbar([st[0] for st in stats], [st[1] for st in stats], yerr=[st[2] or 0 for st in stats],
-                          marker="o", lw=2 if m in HEADLINE else 1, capsize=3, label=m, color=f"C{i}")
-    ax.set(xscale="log", xlabel="Korean training text (KB)", ylabel="test MLM loss at [MASK] (nats)")
-    bx.set(xscale="log", xlabel="Korean training text (KB)", ylabel="NSMC test accuracy")
-    for axis in (ax, bx):
-        axis.set_xticks(xs, [f"{x:g}" for x in xs])
-        axis.minorticks_off()
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="upper right" if axis is ax else "center left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
 
 
 def main(argv=None):
