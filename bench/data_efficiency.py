@@ -3,7 +3,7 @@ The paper's claim, measured in miniature: how much Korean text does XPT save?
 
     python bench/data_efficiency.py --preset=tiny        # toy data from the repository, seconds (the test)
     python bench/data_efficiency.py --preset=cpu         # real NSMC Korean, 2 cores, hours: resumable
-    python bench/data_efficiency.py --preset=cpu --collect   # the summary from the runs finished so far
+    python bench/data_efficiency.py --preset=cpu --collect=true   # the summary from the runs finished so far
     python bench/data_efficiency.py --preset=cpu --part=ablations   # xpt's ablations, one seed each
     python bench/data_efficiency.py --preset=gpu         # the same protocol at 16x the budgets (one GPU)
     python bench/data_efficiency.py --report=bench/results/data_efficiency_cpu.json   # the README's tables
@@ -97,8 +97,8 @@ ABLATIONS = tuple(m for m in xpt.METHODS if m not in HEADLINE)  # --part=ablatio
 # `patience` evaluations in a row have not beaten its best (phase 1: phase1_patience).
 PRESETS = {
     "tiny": dict(
-        arm_budgets={"scratch": (4_000, 8_000, 16_000), "xpt": (4_000, 8_000)},
-        grid_budgets={"scratch": (4_000, 16_000), "xpt": (4_000, 8_000)}, lr_grid=(3e-3, 1e-2), seeds=(1, 2),
+        arm_budgets={"scratch": (4_000, 8_000, 16_000), "xpt": (4_000,)},
+        grid_budgets={"scratch": (4_000, 16_000), "xpt": (4_000,)}, lr_grid=(3e-3, 1e-2), seeds=(1, 2),
         dev_lines=10, test_lines=20, tokenizer_bytes=20_000, ko_vocab=400, max_len=32, batch_size=8,
         mlm_probability=0.4, phase1_steps=4, phase1_patience=1, max_steps=8, eval_every=2, patience=2,
         min_steps={"scratch": 4, "xpt": 2}, labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,), ft_epochs=1,

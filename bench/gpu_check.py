@@ -343,8 +343,8 @@ def probe_settings(smoke, device):
     if smoke:  # (the first budget only: seconds count in the test)
         p.update(budgets=p["budgets"][:1], ft_budgets=p["budgets"][:1], seeds=(1,))
     else:
-        p.update(budgets=(25_000, 100_000), seeds=(1,), methods=("scratch", "xpt"), lr_grid=(1e-3,),
-                 phase1_steps=100, max_steps=300, patience=0, ft_epochs=1)
+        p.update(budgets=(25_000, 100_000), seeds=(1,), lr_grid=(1e-3,), tokenizer_bytes=200_000,
+                 phase1_steps=100, phase1_patience=0, max_steps=300, patience=0, ft_epochs=1)
     de.PRESETS[name] = p  # (this process only)
     b = de.BenchSettings(preset=name, out_dir=str(INPUTS / "data_efficiency") if not smoke else "",
                          nsmc=str(INPUTS / "nsmc"), device=device, workers=1)
@@ -383,36 +383,36 @@ def part_probe(rec, device, smoke, deadline, out):
     rec.check("fine-tuning and the projection", True, f"{figures['projection']}")
 
 def projection(fig, smoke, full=None, epochs=None):
-    """The full preset's time from the probe's rates (seconds per step, evaluations included), two ways:
-    every run to its step cap (an upper bound), and runs stopping after as many epochs as the cpu
-    preset's xpt runs did at its largest budget (bench/results/data_efficiency_cpu.json; 30 without it)."""
+    """The full preset's time (bench/data_efficiency.py's plan: the lr grid at the grid budgets, then the
+    seeds, then the other budgets) from the probe's rates (seconds per step, evaluations included), two
+    ways: every run to its step cap (an upper bound), and every run stopping at the later of its
+    min_steps (+ phase 1 for xpt) and `epochs` passes over its budget (the cpu preset's median xpt run,
+    bench/results/data_efficiency_cpu.json; 30 without it)."""
     full = full or (_de().PRESETS["tiny"] if smoke else _full_gpu_preset())
     cpu = ROOT / "bench" / "results" / "data_efficiency_cpu.json"
-    if epochs is None and not cpu.exists():
-        epochs = 30.0
     if epochs is None:
-        c = json.loads(cpu.read_text())
-        top, cs = max(c["budgets"]), c["settings"]
-        steps = sorted(r["steps"] - cs["phase1_steps"] for r in c["runs"]
-                       if r["method"] == "xpt" and r["budget_bytes"] == top)
-        epochs = steps[len(steps) // 2] * cs["batch_size"] / (c["tokens"][str(top)] / cs["max_len"])
-    seeds = full["seeds"] if full.get("seeds_all") else None
-    arms = [(m, x) for m in full["methods"] for x in full["budgets"]
-            for _ in (seeds or (full["seeds"] if m in ("xpt", "scratch") else full["seeds"][:1]))]
-    grid = [(m, full["lr_budget"]) for m in full["lr_grid_methods"] for _ in full["lr_grid"][1:]]
+        epochs = 30.0
+        c = json.loads(cpu.read_text()) if cpu.exists() else {}
+        xr = [r for r in c.get("runs", []) if r.get("method") == "xpt" and "tokens" in c]
+        if xr:
+            cs = c["settings"]
+            per = sorted(r["steps"] * cs["batch_size"] / (c["tokens"][str(r["budget_bytes"])] / cs["max_len"])
+                         for r in xr)
+            epochs = per[len(per) // 2]
+    n_runs = {x: {m: (len(full["lr_grid"]) + len(full["seeds"]) - 1 if x in full["grid_budgets"][m]
+                      else len(full["seeds"])) for m in ("xpt", "scratch") if x in full["arm_budgets"][m]}
+              for x in sorted({x for xs in full["arm_budgets"].values() for x in xs})}
     cap_s = est_s = 0.0
-    for m, x in arms + grid:
-        rate = fig["sec_per_step"]["scratch" if m == "scratch" else "xpt"]
+    for x, ms in n_runs.items():
         sequences = x * fig["tokens_per_byte"] / full["max_len"]
-        cap_s += full["max_steps"] * rate
-        est_s += min(full["max_steps"], full["phase1_steps"] + epochs * sequences / full["batch_size"]) * rate
-    n_ft = sum(m in full["ft_methods"] and x in full["ft_budgets"] for m, x in arms)
-    n_ft += 2 * (len(full["ft_lr_grid"]) - 1) + len(full["seeds"])  # the ft lr grid; the random encoders
-    ft_s = n_ft * full["ft_epochs"] * fig["ft_seconds_per_epoch"]
-    return {"runs": len(arms) + len(grid), "fine_tunings": n_ft, "epochs_per_run": round(epochs, 1),
-            "seconds_cap": round(cap_s + ft_s, 1), "seconds_estimate": round(est_s + ft_s, 1),
-            "hours_if_every_run_hits_the_cap": round((cap_s + ft_s) / 3600, 2),
-            "hours_estimate": round((est_s + ft_s) / 3600, 2)}
+        for m, n in ms.items():
+            rate = fig["sec_per_step"][m]
+            floor = full["min_steps"][m] + (full["phase1_steps"] if m == "xpt" else 0)
+            cap_s += n * full["max_steps"] * rate
+            est_s += n * min(full["max_steps"], max(floor, epochs * sequences / full["batch_size"])) * rate
+    return {"runs": sum(n for ms in n_runs.values() for n in ms.values()), "epochs_per_run": round(epochs, 1),
+            "seconds_cap": round(cap_s, 1), "seconds_estimate": round(est_s, 1),
+            "hours_if_every_run_hits_the_cap": round(cap_s / 3600, 2), "hours_estimate": round(est_s / 3600, 2)}
 
 
 def _full_gpu_preset():

@@ -49,14 +49,14 @@ def test_without_cuda_it_says_so_and_bad_parts_are_refused(tmp_path, capsys):
 
 
 def test_projection_on_a_hand_checkable_preset():
-    full = dict(methods=("scratch", "xpt"), budgets=(1000,), seeds=(1, 2), seeds_all=True, lr_budget=1000,
-                lr_grid_methods=("xpt", "scratch"), lr_grid=(1e-3, 3e-3), max_steps=100, phase1_steps=10,
-                max_len=10, batch_size=10, ft_methods=("xpt", "scratch"), ft_budgets=(1000,), ft_lr_grid=(1e-3,),
-                ft_epochs=1)
-    fig = {"sec_per_step": {"xpt": 1.0, "scratch": 2.0}, "tokens_per_byte": 0.5, "ft_seconds_per_epoch": 3.0}
+    full = dict(arm_budgets={"scratch": (1000, 4000), "xpt": (1000,)}, grid_budgets={"scratch": (4000,), "xpt": (1000,)},
+                seeds=(1, 2), lr_grid=(1e-3, 3e-3), max_steps=100, phase1_steps=10, min_steps={"scratch": 30, "xpt": 5},
+                max_len=10, batch_size=10)
+    fig = {"sec_per_step": {"xpt": 1.0, "scratch": 2.0}, "tokens_per_byte": 0.5}
     p = gc.projection(fig, smoke=False, full=full, epochs=2)
-    # 2 methods x 2 seeds + 1 extra lr each = 6 runs, 3 at 1 s/step and 3 at 2 s/step; 50 sequences of
-    # 10 tokens per budget: 10 + 2 epochs x 5 steps = 20 steps (cap 100); 4 arms + 2 random encoders
-    # fine-tuned for one 3-second epoch
-    assert p["runs"] == 6 and p["fine_tunings"] == 6
-    assert p["seconds_cap"] == pytest.approx(100 * 9 + 18) and p["seconds_estimate"] == pytest.approx(20 * 9 + 18)
+    # runs: scratch 1000 B (2 seeds, 2 s/step), scratch 4000 B (grid 2 + 1 more seed), xpt 1000 B (grid 2 + 1)
+    # = 8. Steps at the estimate: 2 epochs over 50 (1000 B) or 200 (4000 B) sequences of 10 tokens = 10 or
+    # 40 steps; at least min_steps (+ phase 1 for xpt): scratch 1000 B 30, scratch 4000 B 40, xpt 1000 B 15
+    assert p["runs"] == 8
+    assert p["seconds_cap"] == pytest.approx(100 * (2 * 2 + 3 * 2 + 3 * 1))
+    assert p["seconds_estimate"] == pytest.approx(2 * 30 * 2 + 3 * 40 * 2 + 3 * 15 * 1)
