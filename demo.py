@@ -5,7 +5,7 @@ The demo: the whole XPT story on the project's own toy corpus, in five printed s
     python demo.py                     # the same
     python demo.py --preset=tiny       # seconds: the smoke test's sizes
     python demo.py --stage=compare     # one stage: tokenizers | source | xpt | scratch | compare
-    python demo.py --help              # every setting (train.py's Settings) with its default
+    python demo.py --help              # every setting (DemoSettings: train.py's and the demo's own)
 
   1. tokenizers: an English and a Korean BPE (or WordPiece) learned from data/en_train.txt (+ the prose of
      the user's own Python standard library) and data/ko_train.txt;
@@ -29,9 +29,8 @@ from pathlib import Path
 import bert
 import tokenizer as tokenizers_mod
 import train
-from train import (CheckpointMismatchError, build_datasets, evaluate, fingerprint, get_tokenizer,
-                   majority_accuracy, pick_device, read_documents, read_log, run_mlm, run_xpt,
-                   tokenize_documents, unigram_loss)
+from train import (CheckpointMismatchError, build_datasets, evaluate, get_tokenizer, majority_accuracy,
+                   pick_device, read_documents, read_log, run_mlm, run_xpt, unigram_loss)
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,16 +132,67 @@ def _retrying(fn, what, directory):
         return fn()
 
 
-def _floor(s, tok, train_path, valid_path, cache):
-    """(unigram loss, majority accuracy) of held-out text under `tok`, counts from the training text."""
-    key = fingerprint(tok)
-    tr, _ = tokenize_documents(read_documents(train_path), tok, cache, key)
-    va, _ = tokenize_documents(read_documents(valid_path), tok, cache, key)
+def _floors(tok, train_data, valid_data):
+    """(unigram loss, majority accuracy) of the packed held-out ids, counts from the packed training ids
+    (special tokens, the packing's among them, are left out of both)."""
+    tr, va = train_data["input_ids"].numpy().ravel(), valid_data["input_ids"].numpy().ravel()
     return unigram_loss(tr, va, len(tok), tok.special_ids), majority_accuracy(tr, va, tok.special_ids)
 
 
+@dataclasses.dataclass
+class DemoSettings(train.Settings):
+    preset: str = "default"       # demo size: default (~minutes on a laptop CPU) | tiny (seconds, for tests)
+    stage: str = "all"            # demo stage: all | tokenizers | source | xpt | scratch | compare
+    source_steps: int = 1500      # pretraining steps of the English source model (--source=pretrain)
+    source_lr: float = 0.0        # peak learning rate of the source pretraining; 0 = --lr
+    scratch_lr: float = 0.0       # peak learning rate of the scratch arm; 0 = --lr
+
+
+USAGE = ["usage: python demo.py [--key=value ...]   (or python train.py with no --task)",
+         "(--preset fills in model and step sizes that are not given on the command line)"]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    s = train.check_settings(train.parse_args(argv, DemoSettings(), USAGE))
+    if s.task != "demo":
+        raise ValueError(f"demo.py runs the demo; for --task={s.task} use python train.py --task={s.task}")
+    with train.output_lock(s.out_dir):
+        run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv})
+
+
+def cli(argv=None):
+    """main() for the command line: a user's mistake is one line "error: ..." and exit status 2."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, train.NonFiniteLossError, train.OutputInUseError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_demo(s, given=()):
-    """The demo. `given`: the settings named on the command line (the preset does not override them)."""
+    """The demo, stage by stage. `given`: the settings named on the command line (the preset does not
+    override them)."""
+    t0 = time.time()
+    s, p, out = configure(s, given)
+    files = corpus_files(s, p, out)
+    en_tok, ko_tok, source_dir = stage_tokenizers(s, p, out, files)
+    if s.stage == "tokenizers":
+        return
+    source = stage_source(s, out, files, en_tok, source_dir)
+    if source is None:
+        return
+    train_data, valid_data = build_datasets(s, ko_tok, files["ko_train"], files["ko_valid"], out / "cache")
+    scratch_s = dataclasses.replace(s, lr=s.scratch_lr or s.lr)
+    stage_arms(s, scratch_s, out, source_dir, ko_tok, train_data, valid_data)
+    if s.stage in ("all", "compare"):
+        floors = _floors(ko_tok, train_data, valid_data)
+        stage_compare(s, scratch_s, out, source, floors, t0)
+
+
+def configure(s, given):
+    """Check the demo's settings and fill in the preset. Returns (settings, preset, output folder)."""
     p = PRESETS.get(s.preset)
     if p is None:
         raise ValueError(f"preset must be one of {list(PRESETS)}, got {s.preset!r}")
@@ -154,7 +204,6 @@ def run_demo(s, given=()):
                          "--tokenizer_dir (they are for --task=mlm / --task=xpt)")
     if s.tokenizer not in ("bpe", "wordpiece"):
         raise ValueError(f"tokenizer must be 'bpe' or 'wordpiece', got {s.tokenizer!r}")
-    t0 = time.time()
     out = Path(s.out_dir) / ("demo" if s.preset == "default" else f"demo-{s.preset}")
     # The preset fills in every setting the user did not give on the command line.
     names = {f.name for f in fields(s)}
@@ -165,25 +214,32 @@ def run_demo(s, given=()):
         if s.source not in ("", "shipped", "pretrain"):
             print(f"(--stage=source pretrains the English source here; --source={s.source} is not used)")
         s = dataclasses.replace(s, source="pretrain")
-    en_vocab, ko_vocab = p["en_vocab"][s.tokenizer], p["ko_vocab"][s.tokenizer]
-    data = HERE / "data"
-    max_docs = p.get("max_docs")
+    return s, p, out
+
+
+def corpus_files(s, p, out):
+    """The demo's text files under out/corpus: {"en_train": a function (the source's English, ~2 MB
+    with the stdlib's prose: written only when needed), "en_valid", "ko_train", "ko_valid"}."""
+    data, max_docs = HERE / "data", p.get("max_docs")
 
     @functools.cache
-    def english_text():  # the source's English (~2 MB with the stdlib's prose: read once, only when needed)
+    def english_text():
         full = s.preset == "default" or s.source == "shipped"  # the shipped source's text, whatever the preset
         docs = read_documents(data / "en_train.txt")[:None if full else max_docs]
         return _write_lines(out / "corpus" / "en_train.txt", docs + english_extra_docs() if full else docs)
-    en_valid = _write_lines(out / "corpus" / "en_valid.txt", read_documents(data / "en_valid.txt")[:max_docs])
-    ko_train = _write_lines(out / "corpus" / "ko_train.txt", read_documents(data / "ko_train.txt")[:max_docs])
-    ko_valid = _write_lines(out / "corpus" / "ko_valid.txt", read_documents(data / "ko_valid.txt")[:max_docs])
-    want = lambda name: s.stage in ("all", name)  # noqa: E731
+    files = {"en_train": english_text}
+    for name in ("en_valid", "ko_train", "ko_valid"):
+        files[name] = _write_lines(out / "corpus" / f"{name}.txt", read_documents(data / f"{name}.txt")[:max_docs])
+    return files
 
-    # --- 1. tokenizers
+
+def stage_tokenizers(s, p, out, files):
+    """1. An English (only when the source is pretrained here) and a Korean tokenizer; where the source
+    model is. Returns (English tokenizer or None, Korean tokenizer, source folder)."""
+    en_vocab, ko_vocab = p["en_vocab"][s.tokenizer], p["ko_vocab"][s.tokenizer]
     if s.source == "pretrain":
         source_dir = out / "source" / "model"
-        en_train = english_text()
-        src_text = f"English {en_vocab} tokens from {en_train.stat().st_size / 1e3:.0f} KB, "
+        src_text = f"English {en_vocab} tokens from {files['en_train']().stat().st_size / 1e3:.0f} KB, "
     elif s.source == "shipped":
         source_dir = SHIPPED_SOURCE
         src_text = f"English: the shipped source model's own (in {source_dir.relative_to(HERE)}), "
@@ -192,29 +248,33 @@ def run_demo(s, given=()):
         src_text = f"English: the source model's own (in {source_dir}), "
     _stage("1. tokenizers",
            f"Each language gets its own {s.tokenizer} vocabulary, learned from its own text: {src_text}Korean "
-           f"{ko_vocab} tokens from {ko_train.stat().st_size / 1e3:.0f} KB.\nXPT never shares a vocabulary "
+           f"{ko_vocab} tokens from {files['ko_train'].stat().st_size / 1e3:.0f} KB.\nXPT never shares a vocabulary "
            f"between the languages: the Korean model gets new word embeddings.")
-    en_tok = get_tokenizer(s, read_documents(en_train), out, "tokenizer_en", vocab_size=en_vocab) \
+    en_tok = get_tokenizer(s, read_documents(files["en_train"]()), out, "tokenizer_en", vocab_size=en_vocab) \
         if s.source == "pretrain" else None
-    ko_tok = get_tokenizer(s, read_documents(ko_train), out, "tokenizer_ko", vocab_size=ko_vocab)
+    ko_tok = get_tokenizer(s, read_documents(files["ko_train"]), out, "tokenizer_ko", vocab_size=ko_vocab)
     sample = "오늘은 날씨가 정말 좋아서 공원에 산책하러 갔어요."
     pieces = [ko_tok.decode([i]) for i in ko_tok.encode(sample)]
     print(f"Korean sample, as {len(pieces)} tokens: {' | '.join(pieces)}")
-    if s.stage == "tokenizers":
-        return
+    return en_tok, ko_tok, source_dir
 
-    # --- 2. the English source
+
+def stage_source(s, out, files, en_tok, source_dir):
+    """2. The English source model: pretrained here (--source=pretrain) or the shipped/given one, then
+    scored next to its floor. Returns its summary, or None when the demo ends with this stage."""
     src_s = dataclasses.replace(s, steps=s.source_steps, lr=s.source_lr or s.lr, tokenizer_dir="",
                                 eval_every=max(s.eval_every, s.source_steps // 30),
                                 ckpt_every=max(s.ckpt_every, s.source_steps // 30))
-    if s.source == "pretrain" and want("source"):
+    want = s.stage in ("all", "source")
+    if s.source == "pretrain" and want:
         _stage("2. the English source model (L_S)",
                f"A small masked LM ({s.num_layers} layers, hidden {s.hidden_size}) pretrained on English for "
                f"{s.source_steps} steps. It stands in for the big English model that XPT starts from.")
-        _retrying(lambda: run_mlm(src_s, out / "source", en_train, en_valid, en_tok, desc="English source"),
+        en_train = files["en_train"]()
+        _retrying(lambda: run_mlm(src_s, out / "source", en_train, files["en_valid"], en_tok, desc="English source"),
                   "source", out / "source")
-        _write_source_card(src_s, out / "source", en_train, en_valid)
-    elif want("source"):
+        _write_source_card(src_s, out / "source", en_train, files["en_valid"])
+    elif want:
         _stage("2. the English source model (L_S)",
                f"The English masked LM that XPT starts from, in {source_dir}"
                + (f" (shipped with the project: a small model pretrained by\n`python train.py --stage=source`, "
@@ -223,7 +283,7 @@ def run_demo(s, given=()):
     if s.stage == "source":
         print(f"\nthe source model is in {source_dir}; to make it the shipped one: "
               f"rm -rf {SHIPPED_SOURCE} && cp -r {source_dir} {SHIPPED_SOURCE}")
-        return
+        return None
     if not (source_dir / "config.json").exists():
         raise FileNotFoundError(f"no source model in {source_dir}: run the 'source' stage first "
                                 f"(python train.py --stage=source)")
@@ -233,32 +293,33 @@ def run_demo(s, given=()):
                          f"({source_dir}); use --max_len={longest} or less")
     if s.eval_batches:
         raise ValueError("the demo scores the whole held-out text (its floor covers all of it): drop --eval_batches")
-    source = _source_summary(s, source_dir, english_text(), en_valid, out / "cache")
+    return _source_summary(s, source_dir, files["en_train"](), files["en_valid"], out / "cache")
 
-    # --- 3./4. XPT and scratch on the same Korean data, steps, masks and evaluation
-    train_data, valid_data = build_datasets(s, ko_tok, ko_train, ko_valid, out / "cache")
-    ko_floor, ko_acc_floor = _floor(s, ko_tok, ko_train, ko_valid, out / "cache")
+
+def stage_arms(s, scratch_s, out, source_dir, ko_tok, train_data, valid_data):
+    """3. XPT and 4. scratch on the same Korean data, steps, masks and evaluation."""
     n_target = s.phase1_steps + s.phase2_steps
-    tokens_seen = n_target * s.batch_size * s.max_len
-    scratch_s = dataclasses.replace(s, lr=s.scratch_lr or s.lr)
-    if want("xpt"):
+    if s.stage in ("all", "xpt"):
         _stage("3. XPT: English model -> Korean",
                f"Keep the English encoder layers, add new Korean word embeddings and an implicit translation\n"
                f"layer at each end. Phase 1 ({s.phase1_steps} steps) trains only the new parts; phase 2 "
                f"({s.phase2_steps} steps) trains everything. Peak learning rate {s.lr:g}.")
         _retrying(lambda: run_xpt(s, source_dir, ko_tok, train_data, valid_data, out / "xpt", method="xpt"),
                   "xpt", out / "xpt")
-    if want("scratch"):
+    if s.stage in ("all", "scratch"):
         _stage("4. the baseline: Korean from scratch",
                f"The same architecture, randomly initialised, trained on the same Korean data for the same "
-               f"{n_target} steps\n({tokens_seen:,} token slots, the same masks) and evaluated on the same "
-               f"held-out text. Peak learning rate {scratch_s.lr:g} (tuned for scratch like XPT's for XPT).")
+               f"{n_target} steps\n({n_target * s.batch_size * s.max_len:,} token slots, the same masks) and "
+               f"evaluated on the same held-out text. Peak learning rate {scratch_s.lr:g} (tuned for scratch "
+               f"like XPT's for XPT).")
         _retrying(lambda: run_xpt(scratch_s, source_dir, ko_tok, train_data, valid_data, out / "scratch",
                                   method="scratch"), "scratch", out / "scratch")
-    if s.stage not in ("all", "compare"):
-        return
 
-    # --- 5. the comparison, every number next to its floor
+
+def stage_compare(s, scratch_s, out, source, floors, t0):
+    """5. Every loss next to its floor, the reading in words, results.json and the plot."""
+    ko_floor, ko_acc_floor = floors
+    n_target = s.phase1_steps + s.phase2_steps
     _stage("5. comparison on held-out Korean",
            "Masked-LM loss at [MASK] positions (every held-out token masked once; lower is better), next to\n"
            f"the unigram floor: the loss of always guessing the training-token frequencies, {ko_floor:.3f} here.")
@@ -267,6 +328,20 @@ def run_demo(s, given=()):
         evals = _read_evals(out / arm)
         results[arm] = {"final": evals[-1], "best_loss": min(e["eval_loss"] for e in evals), "lr": lr,
                         "curve": evals}
+    _print_table(source, results, ko_floor, ko_acc_floor)
+    fx, fs = results["xpt"]["final"]["eval_loss"], results["scratch"]["final"]["eval_loss"]
+    print()
+    print(_reading(fx, fs, ko_floor, n_target))
+    summary = {"preset": s.preset, "tokenizer": s.tokenizer, "eval_masking": "mask-only",
+               "unigram_loss": {"ko": ko_floor, "en": source["floor"]},
+               "majority_accuracy": {"ko": ko_acc_floor, "en": source["acc_floor"]}, "source": source,
+               "target_steps": n_target, "seconds": round(time.time() - t0, 1), "arms": results}
+    bert.atomic_write(out / "results.json", json.dumps(summary, indent=1).encode())
+    print(f"wrote {out / 'results.json'}")
+    _plot(results, ko_floor, out / "learning_curve.png")
+
+
+def _print_table(source, results, ko_floor, ko_acc_floor):
     rows = [("", "loss", "best loss", "vs floor", "accuracy", "learned context")]
     rows.append(("English source", f"{source['final_loss']:.3f}",
                  f"{source['best_loss']:.3f}" if source["best_loss"] is not None else "-",
@@ -283,16 +358,6 @@ def run_demo(s, given=()):
     print(f"(unigram floors: English {source['floor']:.3f}, Korean {ko_floor:.3f}; 'learned context: yes' = "
           f"more than 0.1 nat below the floor;\n accuracy floors, always guessing the most frequent token: "
           f"English {source['acc_floor']:.1%}, Korean {ko_acc_floor:.1%})")
-    fx, fs = results["xpt"]["final"]["eval_loss"], results["scratch"]["final"]["eval_loss"]
-    print()
-    print(_reading(fx, fs, ko_floor, n_target))
-    summary = {"preset": s.preset, "tokenizer": s.tokenizer, "eval_masking": "mask-only",
-               "unigram_loss": {"ko": ko_floor, "en": source["floor"]},
-               "majority_accuracy": {"ko": ko_acc_floor, "en": source["acc_floor"]}, "source": source,
-               "target_steps": n_target, "seconds": round(time.time() - t0, 1), "arms": results}
-    bert.atomic_write(out / "results.json", json.dumps(summary, indent=1).encode())
-    print(f"wrote {out / 'results.json'}")
-    _plot(results, ko_floor, out / "learning_curve.png")
 
 
 def _reading(fx, fs, floor, steps):
@@ -343,10 +408,10 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
     device = pick_device(s.device)
     model = bert.BertForMaskedLM.from_pretrained(source_dir).to(device)
     s = dataclasses.replace(s, max_len=model.config.max_len)  # score it at its own sequence length
-    _, valid = build_datasets(s, tok, en_train, en_valid, cache)
+    train_data, valid = build_datasets(s, tok, en_train, en_valid, cache)
     r = evaluate(model, valid, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
                  batch_size=s.batch_size, device=device)
-    floor, acc_floor = _floor(s, tok, en_train, en_valid, cache)
+    floor, acc_floor = _floors(tok, train_data, valid)
     card = source_dir / "source.json"
     curve = json.loads(card.read_text())["curve"] if card.exists() else []
     best = min([r["loss"]] + [e["eval_loss"] for e in curve]) if curve else None
@@ -402,4 +467,4 @@ def _plot(results, floor, path):
 
 
 if __name__ == "__main__":
-    raise SystemExit(train.cli())  # train.py's command line: its default task is this demo
+    raise SystemExit(cli())

@@ -7,20 +7,19 @@ Masked-LM pretraining and cross-lingual post-training (XPT): data, masking, the 
     python train.py --help                            # every setting with its default
 
 What is here, in reading order:
-  1. Settings: one block (`Settings`), each with a comment, overridable as --key=value (`parse_args`).
-  2. Data: read documents, tokenize once (cached on disk as numpy), pack into sequences:
-     RoBERTa's FULL-SENTENCES (Liu et al. 2019, arXiv:1907.11692, section 4.2) or BERT's sentence pairs
-     with next-sentence prediction (Devlin et al. 2018, arXiv:1810.04805, section 3.1).
+  1. Settings: one block (`Settings`), each with a comment, overridable as --key=value.
+  2. Data: pack token ids into sequences: RoBERTa's FULL-SENTENCES (Liu et al. 2019, arXiv:1907.11692,
+     section 4.2) or BERT's sentence pairs (Devlin et al. 2018, arXiv:1810.04805, section 3.1); the
+     batch of a step is a pure function of the step.
   3. Masking: `mask_tokens`, BERT's 80/10/10 rule, drawn anew every time a sequence is used (RoBERTa's
-     dynamic masking), optionally whole-word.
+     dynamic masking), optionally whole-word or SpanBERT's spans.
   4. The loop: `train_step` is one optimizer step (forward, loss weighted for gradient accumulation,
-     backward, clipping, AdamW); `train_loop` runs it with linear warm-up/decay, periodic evaluation at
-     [MASK] positions (`evaluate`, next to the `unigram_loss` floor), early stopping.
-  5. Tasks: `run_mlm` pretrains; `run_xpt` trains the phases of xpt.py with the same loop.
-  6. Plumbing a first reading can skip (`_Run`): start or exact resume, atomic checkpoints, the JSONL
-     log, DDP under torchrun.
-The demo (tokenizers -> English source model -> XPT on Korean -> scratch baseline -> comparison) is
-told in demo.py with these functions; `python train.py` with no task runs it.
+     backward, clipping, AdamW); `train_loop` runs it with linear warm-up/decay and evaluations.
+  5. Evaluation: `evaluate` at [MASK] positions, next to the `unigram_loss` floor.
+  6. Tasks: `run_mlm` pretrains; `run_xpt` trains the phases of xpt.py with the same loop.
+Plumbing (start or exact resume, atomic checkpoints, the lock, the log, DDP, argument parsing, caches):
+see runs.py. The demo (tokenizers -> English source -> XPT on Korean -> scratch -> comparison) is told
+in demo.py with these functions; `python train.py` with no --task runs it.
 
 Differs from the references (RoBERTa/BERT training code):
   - The data position is a pure function of the step (a fixed permutation per epoch), and so is each
@@ -33,17 +32,10 @@ Differs from the references (RoBERTa/BERT training code):
 """
 import contextlib
 import dataclasses
-import hashlib
-import inspect
-import json
 import math
 import os
-import random
-import re
 import sys
-import tempfile
-import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +44,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import bert
+import runs
 import tokenizer as tokenizers_mod
 import xpt
+# the plumbing (runs.py); a few names are also used through train by demo.py, finetune.py and the benches
+from runs import (CheckpointMismatchError, CheckpointUnreadableError, NonFiniteLossError,  # noqa: F401
+                  OutputInUseError, _file_sha, _Run, check_settings, data_sha,
+                  distributed, fingerprint, get_tokenizer, output_lock, pick_device, rank0_first, read_documents,
+                  read_log, read_text, tokenize_documents)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -62,9 +60,7 @@ import xpt
 @dataclass
 class Settings:
     # --- what to run
-    task: str = "demo"            # demo (the whole XPT story) | mlm (pretrain) | xpt (post-train a source)
-    preset: str = "default"       # demo size: default (~minutes on a laptop CPU) | tiny (seconds, for tests)
-    stage: str = "all"            # demo stage: all | tokenizers | source | xpt | scratch | compare
+    task: str = "demo"            # mlm (pretrain) | xpt (post-train a source) | demo (demo.py: the XPT story)
     out_dir: str = "out"          # where tokenizers, caches, checkpoints, logs and results go
     # --- data
     corpus: str = ""              # training text (mlm/xpt); the demo uses data/*_train.txt
@@ -104,9 +100,6 @@ class Settings:
     phase2_steps: int = 700       # phase 2: everything trains
     reused_lr_scale: float = 1.0  # phase 2 learning-rate multiplier for parameters copied from the source
     init_shared: bool = False     # copy source vectors of tokens spelled the same in both vocabularies
-    source_steps: int = 1500      # demo: pretraining steps of the English source model
-    source_lr: float = 0.0        # demo: peak learning rate of the source pretraining; 0 = --lr
-    scratch_lr: float = 0.0       # demo: peak learning rate of the scratch arm; 0 = --lr
     # --- bookkeeping
     eval_every: int = 100         # evaluate on the held-out slice every N steps (and at the end)
     eval_batches: int = 0         # held-out batches per evaluation; 0 = all of it
@@ -123,176 +116,18 @@ class Settings:
     compile: bool = False         # torch.compile the model
 
 
+USAGE = ["usage: python train.py --task=mlm|xpt [--key=value ...]",
+         "(with no --task, python train.py runs the demo: python demo.py --help lists its settings)"]
+
+
 def parse_args(argv, defaults=None, usage=None):
-    """Parse `--key=value` overrides into a Settings (or into `defaults`, any settings dataclass: finetune.py
-    and the benches use this parser too). Values are converted to the field's type; an unknown key or an
-    unconvertible value raises ValueError naming the valid keys. `--help` raises SystemExit after
-    printing help_text(defaults, usage)."""
-    s = defaults if defaults is not None else Settings()
-    kinds = {f.name: type(getattr(s, f.name)) for f in fields(s)}
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            print(help_text(s, usage))
-            raise SystemExit(0)
-        if not arg.startswith("--") or "=" not in arg:
-            raise ValueError(f"expected --key=value, got {arg!r}; valid keys: {', '.join(kinds)}")
-        key, value = arg[2:].split("=", 1)
-        key = key.replace("-", "_")
-        if key not in kinds:
-            raise ValueError(f"unknown setting {key!r}; valid keys: {', '.join(kinds)}")
-        kind = kinds[key]
-        try:
-            if kind is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                v = value.lower() in ("true", "1", "yes")
-            else:
-                v = kind(value)
-        except ValueError:
-            raise ValueError(f"--{key} expects {kind.__name__}, got {value!r}") from None
-        s = dataclasses.replace(s, **{key: v})
-    return s
-
-
-def check_settings(s):
-    """Refuse settings no run can use, before anything is read or written, naming the setting and what
-    it needs (the same check on a fresh run and on a rerun). Raises ValueError."""
-    fraction = lambda v: 0 <= v <= 1  # noqa: E731
-    rules = {  # setting: (test, what it needs)
-        **{k: (lambda v: v >= 1, ">= 1") for k in ("batch_size", "grad_accum", "hidden_size", "num_layers",
-                                                  "num_heads", "intermediate_size", "vocab_size", "log_every")},
-        **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "phase1_steps", "phase2_steps", "source_steps",
-                                                  "itl_layers", "eval_every", "eval_batches", "patience",
-                                                  "min_steps", "phase1_patience",
-                                                  "ckpt_every", "weight_decay", "max_grad_norm",
-                                                  "reused_lr_scale", "source_lr", "scratch_lr")},
-        "max_len": (lambda v: v >= 5, ">= 5"),
-        "lr": (lambda v: v > 0, "> 0"),
-        "mlm_probability": (lambda v: 0 < v <= 1, "in (0, 1]"),
-        "valid_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
-        "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-        "warmup": (fraction, "in [0, 1] (a fraction of the steps)"),
-        "objective": (lambda v: v in ("mlm", "electra"), "mlm or electra"),
-        "generator_size": (lambda v: 0 < v <= 1, "in (0, 1]"),
-        "disc_weight": (lambda v: v >= 0, ">= 0"),
-    }
-    problems = [f"--{k} must be {need}, got {getattr(s, k)}" for k, (ok, need) in rules.items()
-                if not ok(getattr(s, k))]
-    if not problems and s.hidden_size % s.num_heads:
-        problems.append(f"--hidden_size={s.hidden_size} must be divisible by --num_heads={s.num_heads}")
-    if problems:
-        raise ValueError("; ".join(problems))
-    return s
-
-
-USAGE = ["usage: python train.py [--key=value ...]",
-         "(the demo's --preset fills in model and step sizes that are not given on the command line)"]
-
-
-def help_text(s, usage=None):
-    """Every setting of the dataclass `s` with its current value and the comment beside its field
-    (read from the source of its class), under the `usage` lines (train.py's by default)."""
-    comments = {}
-    for line in inspect.getsource(type(s)).splitlines():
-        line = line.strip()
-        if ":" in line and "#" in line and "=" in line.split("#")[0]:
-            name = line.split(":", 1)[0].strip()
-            comments.setdefault(name, line.split("#", 1)[1].strip())
-    items = [(f"--{f.name}={getattr(s, f.name)}", comments.get(f.name, "")) for f in fields(s)]
-    width = max(len(k) for k, _ in items)
-    return "\n".join(list(usage or USAGE) + [""] + [f"  {k.ljust(width)}  {c}" for k, c in items])
+    """--key=value overrides into a Settings (or into `defaults`, any settings dataclass): runs.parse_args."""
+    return runs.parse_args(argv, defaults if defaults is not None else Settings(), usage or USAGE)
 
 
 # ----------------------------------------------------------------------------------------------------
 # 2. Data
 # ----------------------------------------------------------------------------------------------------
-def read_text(path, encoding="utf-8"):
-    """The text of a UTF-8 file; bytes that are not UTF-8 are a ValueError naming the file and line."""
-    path = Path(path)
-    try:
-        return path.read_text(encoding=encoding)
-    except UnicodeDecodeError as e:
-        raw = path.read_bytes()
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                         f"save the text as UTF-8 (e.g. iconv -t utf-8)") from None
-
-
-def read_documents(path, doc_format="line"):
-    """Documents of a plain-text file. doc_format="line": one document per line (empty lines skipped);
-    "blank": documents separated by blank lines (lines inside a document are joined with spaces)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"corpus file not found: {path}")
-    text = read_text(path)
-    if doc_format == "line":
-        docs = [ln.strip() for ln in text.splitlines()]
-    elif doc_format == "blank":
-        blocks = re.split(r"\n[ \t\r\f\v]*\n", text)  # one or more blank (or whitespace-only) lines
-        docs = [" ".join(ln.strip() for ln in block.splitlines() if ln.strip()) for block in blocks]
-    else:
-        raise ValueError(f"doc_format must be 'line' or 'blank', got {doc_format!r}")
-    docs = [d for d in docs if d.strip()]
-    if not docs:
-        raise ValueError(f"corpus {path} contains no text")
-    return docs
-
-
-def fingerprint(tok):
-    """A short hash of a tokenizer's saved files (vocabulary + merges): the tokenization cache key."""
-    with tempfile.TemporaryDirectory() as d:
-        tok.save(d)
-        h = hashlib.sha256()
-        for p in sorted(Path(d).iterdir()):
-            h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def tokenize_documents(docs, tok, cache_dir=None, key=""):
-    """Token ids of every document, as (flat ids, offsets): document i is ids[offsets[i]:offsets[i+1]].
-    Stored with the smallest unsigned dtype that fits the vocabulary. With cache_dir, the result is saved
-    as .npz keyed by the documents and the tokenizer, and a rerun loads it instead of re-tokenizing."""
-    h = hashlib.sha256(("\n".join(docs) + "\x00" + key).encode()).hexdigest()[:20]
-    path = Path(cache_dir) / f"tokens-{h}.npz" if cache_dir else None
-    if path is not None and path.exists():
-        cached = _read_token_cache(path, len(docs), len(tok))
-        if cached is not None:
-            return cached
-    encode_batch = getattr(tok, "encode_batch", None)
-    chunks = []
-    step = 2000
-    for i in tqdm(range(0, len(docs), step), desc="tokenize", unit="chunk", leave=False,
-                  disable=len(docs) <= step):
-        part = docs[i:i + step]
-        chunks.extend(encode_batch(part) if encode_batch else [tok.encode(d) for d in part])
-    dtype = np.uint16 if len(tok) <= 2 ** 16 else np.uint32
-    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    ids = np.fromiter((t for c in chunks for t in c), dtype=dtype, count=int(offsets[-1]))
-    if path is not None:  # (a unique temp file per writer: safe with several processes)
-        bert.atomic_write(path, lambda f: np.savez(f, ids=ids, offsets=offsets))
-    return ids, offsets
-
-
-def _read_token_cache(path, n_docs, vocab_size):
-    """(ids, offsets) from a token cache if it is whole and fits (n_docs documents, ids below
-    vocab_size); a cut-short or foreign file gets a warning and None: it is rebuilt, never used."""
-    try:
-        with np.load(path) as z:
-            ids, offsets = z["ids"], z["offsets"]
-        ok = (offsets.ndim == 1 and len(offsets) == n_docs + 1 and offsets[0] == 0
-              and offsets[-1] == len(ids) and bool(np.all(np.diff(offsets) >= 0))
-              and (len(ids) == 0 or int(ids.max()) < vocab_size))
-    except Exception as e:  # (a cut-short .npz fails in zipfile, numpy or pickle, depending where)
-        ok, why = False, f"{type(e).__name__}: {e}"
-    else:
-        why = "it does not match these documents and this tokenizer"
-    if ok:
-        return ids, offsets
-    print(f"warning: token cache {path} is unusable ({why}); tokenizing again", file=sys.stderr)
-    return None
-
-
 def pack_full_sentences(ids, offsets, max_len, bos_id, eos_id, pad_id):
     """RoBERTa's FULL-SENTENCES: the documents one after another (each followed by the separator
     </s>), cut into pieces of max_len - 2 tokens, each wrapped as <s> ... </s>. Sequences cross document
@@ -539,26 +374,6 @@ def word_start_flags(tok):
 # ----------------------------------------------------------------------------------------------------
 # 4. The training loop
 # ----------------------------------------------------------------------------------------------------
-class NonFiniteLossError(RuntimeError):
-    pass
-
-
-class CheckpointUnreadableError(ValueError):
-    """A checkpoint file that cannot be read (cut short, overwritten, not a checkpoint)."""
-
-
-class CheckpointMismatchError(ValueError):
-    pass
-
-
-def pick_device(name):
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def lr_at(step, total, warmup_steps):
     """Linear warm-up to 1 over warmup_steps, then linear decay to 0 at `total` (a multiplier)."""
     if step < warmup_steps:
@@ -576,6 +391,118 @@ def default_groups(model, weight_decay):
             {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
 
 
+def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_grad_norm=1.0,
+               autocast=contextlib.nullcontext):
+    """One optimizer step on one masked global batch: for each of this process's `accum` micro-batches,
+    forward, loss weighted by its share of the masked tokens, backward; then clip and AdamW.
+    Returns (the mean loss over all masked tokens of the global batch, the gradient norm before
+    clipping, a 0-d tensor: reading it waits for the device, so the caller does that only when it
+    logs); with a non-finite loss nothing is stepped and the norm is None."""
+    device = next(net.parameters()).device
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # (xpt: copied parameters may have a lower rate)
+    n_total = int((batch["labels"] != -100).sum())  # masked tokens in the whole global batch
+    loss_sum = torch.zeros((), device=device)
+    for j in range(accum):
+        lo = (j * world + rank) * micro  # this process's rows of micro-batch j
+        mb = {k: v[lo:lo + micro].to(device, non_blocking=True) for k, v in batch.items()}
+        n_mb = int((mb["labels"] != -100).sum())
+        # DDP all-reduces gradients after every backward; no_sync skips that for all but the last
+        sync = contextlib.nullcontext() if (world == 1 or j == accum - 1) else net.no_sync()
+        with sync:
+            with autocast():
+                out = net(**mb)
+            # subtle: gradient accumulation. out.loss is the MEAN over this micro-batch's masked
+            # tokens, but micro-batches hold different numbers of masked tokens. Weighting each by
+            # n_mb / n_total makes the accumulated gradient the gradient of the mean over ALL
+            # masked tokens of the global batch, exactly as if it had been one big batch. DDP then
+            # AVERAGES gradients over the `world` processes, so we multiply by world to undo that.
+            # (The naive `loss / accum` is only right when every micro-batch has equal counts.)
+            # A micro-batch with nothing masked still runs backward (0 x its logits): under DDP every
+            # process must take part in every gradient all-reduce, or the others wait forever.
+            loss = out.loss * (n_mb * world / max(n_total, 1)) if n_mb else out.logits.sum() * 0.0
+            loss.backward()
+        loss_sum += out.loss.detach().float() * n_mb if n_mb else 0.0
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(loss_sum)
+    step_loss = loss_sum.item() / max(n_total, 1)
+    if not math.isfinite(step_loss):
+        optimizer.zero_grad(set_to_none=True)
+        return step_loss, None
+    # the gradient norm before clipping is returned (and logged): a spike or a drift shows there
+    # first; max_norm=inf measures without clipping
+    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(),
+                                               max_grad_norm if max_grad_norm > 0 else math.inf)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm
+
+
+def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, groups=None,
+               run_config=None, desc="train", step_offset=0):
+    """Train `model` (any module whose forward(**batch) returns `.loss` and `.logits`) for `steps`
+    optimizer steps, evaluating every s.eval_every steps; returns the evaluations. Resumes from out_dir
+    when it holds a checkpoint of the same run_config; does nothing more when it holds final.pt
+    (runs._Run: the bookkeeping). step_offset: where this run starts in a longer story (XPT's phase 2
+    after phase 1): data, masks and evaluation points continue from there; the lr schedule is the run's.
+    Early stopping (s.patience, after s.min_steps): the dev-best weights are the model's at the end."""
+    groups = groups if groups is not None else default_groups(model, s.weight_decay)
+    run = _Run.start(model, out_dir, steps, s, groups, run_config, desc, step_offset)
+    if run.finished is not None:
+        return run.finished
+    special_ids, word_starts = tok_info["special_ids"], tok_info.get("word_starts")
+    n_rows = len(train_data["input_ids"])
+    global_batch = s.batch_size * s.grad_accum * run.world
+    warmup_steps = max(1, int(s.warmup * steps))
+
+    def run_eval():
+        r = evaluate(model, valid_data, mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
+                     special_ids=special_ids, batch_size=max(s.batch_size, 64), device=run.device,
+                     max_batches=s.eval_batches, word_starts=word_starts, autocast=run.autocast)
+        return run.record_eval(r)
+
+    model.train()
+    bar = tqdm(total=steps, initial=run.step, desc=desc, disable=not run.master, dynamic_ncols=True, leave=True)
+    while run.step < steps:
+        step = run.step  # (steps done so far in this run; step_offset + step in the whole story)
+        # the global batch of this step, masked with a generator seeded by (seed, step): both are pure
+        # functions of the step, so a resumed run sees exactly what an uninterrupted one would
+        idx = batch_indices(n_rows, step_offset + step, global_batch, s.seed)
+        batch = {k: v[idx] for k, v in train_data.items()}
+        g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
+            special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts,
+            spans=s.span_masking)
+        lr = s.lr * lr_at(step, steps, warmup_steps)
+        loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum, micro=s.batch_size,
+                                     rank=run.rank, world=run.world, max_grad_norm=s.max_grad_norm,
+                                     autocast=run.autocast)
+        if grad_norm is None:  # a non-finite loss: nothing was stepped
+            bar.close()
+            raise run.non_finite(loss)
+        run.step += 1
+        run.log_step(loss, grad_norm, lr, tokens=int(batch["attention_mask"].sum()), bar=bar,
+                     every=s.log_every, last=run.step == steps)
+        bar.update(1)
+        if s.eval_every and (step_offset + run.step) % s.eval_every == 0 and run.step != steps:
+            # (global steps, so that every arm of a comparison is evaluated at the same points)
+            r = run_eval()
+            bar.set_postfix(loss=f"{loss:.3f}", eval=f"{r['loss']:.3f}")
+            run.keep_if_best(r)
+            if run.stalled():
+                break
+        if s.ckpt_every and run.step % s.ckpt_every == 0 and run.step != steps:
+            run.checkpoint()
+        run.barrier()
+    bar.close()
+    return run.finish(run_eval)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Evaluation: the held-out loss at [MASK] positions, next to the floor of a model without context
+# ----------------------------------------------------------------------------------------------------
 def unigram_loss(train_ids, valid_ids, vocab_size, special_ids=()):
     """The context-free floor: the held-out loss of a predictor that ignores the context and always
     guesses the training-token frequencies, add-0.5 smoothed:
@@ -671,215 +598,46 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
                 total_loss += F.cross_entropy(logits, target, reduction="sum").item()
                 total_right += (logits.argmax(-1) == target).sum().item()
                 total_n += target.numel()
-                if hasattr(out, "disc_logits"):  # ELECTRA: the discriminator on the real tokens it saw
-                    real = mb["attention_mask"].bool()
-                    d_logits, replaced = out.disc_logits[real].float(), out.replaced[real]
-                    right = (d_logits > 0) == replaced
-                    disc["loss"] += F.binary_cross_entropy_with_logits(d_logits, replaced.float(), reduction="sum").item()
-                    disc["tokens"] += real.sum().item()
-                    disc["replaced"] += replaced.sum().item()
-                    disc["replaced_right"] += (right & replaced).sum().item()
-                    disc["original_right"] += (right & ~replaced).sum().item()
+                if hasattr(out, "disc_logits"):  # ELECTRA: its discriminator too
+                    electra_eval_counts(out, mb["attention_mask"], disc)
     model.train(was_training)
     if total_n == 0:
         raise ValueError("the held-out data has no maskable tokens")
     loss = total_loss / total_n
     r = {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n}
     if disc["tokens"]:
-        original = disc["tokens"] - disc["replaced"]
-        r.update(disc_loss=disc["loss"] / disc["tokens"],
-                 disc_acc_replaced=disc["replaced_right"] / max(disc["replaced"], 1),
-                 disc_acc_original=disc["original_right"] / max(original, 1),
-                 replaced_share=disc["replaced"] / disc["tokens"])
+        r.update(electra_eval_metrics(disc))
     return r
 
 
-def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_grad_norm=1.0,
-               autocast=contextlib.nullcontext):
-    """One optimizer step on one masked global batch: for each of this process's `accum` micro-batches,
-    forward, loss weighted by its share of the masked tokens, backward; then clip and AdamW.
-    Returns (the mean loss over all masked tokens of the global batch, the gradient norm before
-    clipping, a 0-d tensor: reading it waits for the device, so the caller does that only when it
-    logs); with a non-finite loss nothing is stepped and the norm is None."""
-    device = next(net.parameters()).device
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)  # (xpt: copied parameters may have a lower rate)
-    n_total = int((batch["labels"] != -100).sum())  # masked tokens in the whole global batch
-    loss_sum = torch.zeros((), device=device)
-    for j in range(accum):
-        lo = (j * world + rank) * micro  # this process's rows of micro-batch j
-        mb = {k: v[lo:lo + micro].to(device, non_blocking=True) for k, v in batch.items()}
-        n_mb = int((mb["labels"] != -100).sum())
-        # DDP all-reduces gradients after every backward; no_sync skips that for all but the last
-        sync = contextlib.nullcontext() if (world == 1 or j == accum - 1) else net.no_sync()
-        with sync:
-            with autocast():
-                out = net(**mb)
-            # subtle: gradient accumulation. out.loss is the MEAN over this micro-batch's masked
-            # tokens, but micro-batches hold different numbers of masked tokens. Weighting each by
-            # n_mb / n_total makes the accumulated gradient the gradient of the mean over ALL
-            # masked tokens of the global batch, exactly as if it had been one big batch. DDP then
-            # AVERAGES gradients over the `world` processes, so we multiply by world to undo that.
-            # (The naive `loss / accum` is only right when every micro-batch has equal counts.)
-            # A micro-batch with nothing masked still runs backward (0 x its logits): under DDP every
-            # process must take part in every gradient all-reduce, or the others wait forever.
-            loss = out.loss * (n_mb * world / max(n_total, 1)) if n_mb else out.logits.sum() * 0.0
-            loss.backward()
-        loss_sum += out.loss.detach().float() * n_mb if n_mb else 0.0
-    if world > 1:
-        import torch.distributed as dist
-        dist.all_reduce(loss_sum)
-    step_loss = loss_sum.item() / max(n_total, 1)
-    if not math.isfinite(step_loss):
-        optimizer.zero_grad(set_to_none=True)
-        return step_loss, None
-    # the gradient norm before clipping is returned (and logged): a spike or a drift shows there
-    # first; max_norm=inf measures without clipping
-    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(),
-                                               max_grad_norm if max_grad_norm > 0 else math.inf)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return step_loss, grad_norm
+def electra_eval_counts(out, attention_mask, counts):
+    """ELECTRA's discriminator on the real tokens of one evaluated batch: add its summed loss and its
+    right answers on replaced and on original tokens to `counts`."""
+    real = attention_mask.bool()
+    d_logits, replaced = out.disc_logits[real].float(), out.replaced[real]
+    right = (d_logits > 0) == replaced
+    counts["loss"] += F.binary_cross_entropy_with_logits(d_logits, replaced.float(), reduction="sum").item()
+    counts["tokens"] += real.sum().item()
+    counts["replaced"] += replaced.sum().item()
+    counts["replaced_right"] += (right & replaced).sum().item()
+    counts["original_right"] += (right & ~replaced).sum().item()
 
 
-def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, groups=None,
-               run_config=None, desc="train", step_offset=0):
-    """Train `model` for `steps` optimizer steps (`train_step`), evaluating, logging and checkpointing
-    on the way. Any module works whose forward(**batch) returns an object with `.loss` (and `.logits`
-    for evaluation): batch = input_ids, attention_mask, labels (+ token_type_ids, next_sentence_label
-    when the data has them).
-
-    out_dir gets: ckpt.pt (atomic), log.jsonl, final.pt (the weights when done). If out_dir already holds
-    a checkpoint of the same run_config, training resumes from it; if it holds final.pt, nothing runs.
-    tok_info: dict(mask_id, vocab_size, special_ids, word_starts or None).
-    groups: optimizer parameter groups (default: trainable params, no decay on biases/LayerNorm); each
-    may carry "lr_scale". With --packing=nsp (or sop) the logged training loss is what BertForPreTraining
-    returns, MLM + NSP (or SOP); the held-out evaluation is MLM only, like every other run's.
-    step_offset: where this run starts in a longer story (XPT's phase 2 starts at the end of phase 1):
-    the data stream, the masks, the dropout seed, the evaluation points and the logged steps continue
-    from there, while the learning-rate schedule is this run's own. Returns the evaluation results.
-    early stopping (s.patience > 0): the run stops once `patience` evaluations in a row have not beaten
-    the best held-out loss so far; the best weights are kept in best.pt while training and are the
-    model's weights (and final.pt's) when the run ends, stopped early or not. `steps` is then a cap,
-    and the learning-rate schedule still decays over all of it.
-    """
-    run = _Run.start(model, out_dir, steps, s, groups, run_config, desc, step_offset)
-    if run.finished is not None:
-        return run.finished
-    special_ids, word_starts = tok_info["special_ids"], tok_info.get("word_starts")
-    n_rows = len(train_data["input_ids"])
-    global_batch = s.batch_size * s.grad_accum * run.world
-    warmup_steps = max(1, int(s.warmup * steps))
-
-    def run_eval():
-        r = evaluate(model, valid_data, mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-                     special_ids=special_ids, batch_size=max(s.batch_size, 64), device=run.device,
-                     max_batches=s.eval_batches, word_starts=word_starts, autocast=run.autocast)
-        return run.record_eval(r)
-
-    model.train()
-    bar = tqdm(total=steps, initial=run.step, desc=desc, disable=not run.master, dynamic_ncols=True, leave=True)
-    while run.step < steps:
-        step = run.step  # (steps done so far in this run; step_offset + step in the whole story)
-        # the global batch of this step, masked with a generator seeded by (seed, step): both are pure
-        # functions of the step, so a resumed run sees exactly what an uninterrupted one would
-        idx = batch_indices(n_rows, step_offset + step, global_batch, s.seed)
-        batch = {k: v[idx] for k, v in train_data.items()}
-        g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
-        batch["input_ids"], batch["labels"] = mask_tokens(
-            batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-            special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts,
-            spans=s.span_masking)
-        lr = s.lr * lr_at(step, steps, warmup_steps)
-        loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum, micro=s.batch_size,
-                                     rank=run.rank, world=run.world, max_grad_norm=s.max_grad_norm,
-                                     autocast=run.autocast)
-        if grad_norm is None:  # a non-finite loss: nothing was stepped
-            bar.close()
-            raise run.non_finite(loss)
-        run.step += 1
-        run.log_step(loss, grad_norm, lr, tokens=int(batch["attention_mask"].sum()), bar=bar,
-                     every=s.log_every, last=run.step == steps)
-        bar.update(1)
-        if s.eval_every and (step_offset + run.step) % s.eval_every == 0 and run.step != steps:
-            # (global steps, so that every arm of a comparison is evaluated at the same points)
-            r = run_eval()
-            bar.set_postfix(loss=f"{loss:.3f}", eval=f"{r['loss']:.3f}")
-            run.keep_if_best(r)
-            if run.stalled():
-                break
-        if s.ckpt_every and run.step % s.ckpt_every == 0 and run.step != steps:
-            run.checkpoint()
-        run.barrier()
-    bar.close()
-    return run.finish(run_eval)
-
-
-def read_log(path):
-    """The records of a JSONL log; a line cut short by a kill is skipped."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return records
+def electra_eval_metrics(counts):
+    """The discriminator's mean loss, its accuracy on replaced and on original tokens, the replaced share."""
+    original = counts["tokens"] - counts["replaced"]
+    return {"disc_loss": counts["loss"] / counts["tokens"],
+            "disc_acc_replaced": counts["replaced_right"] / max(counts["replaced"], 1),
+            "disc_acc_original": counts["original_right"] / max(original, 1),
+            "replaced_share": counts["replaced"] / counts["tokens"]}
 
 
 # ----------------------------------------------------------------------------------------------------
-# 5. Tasks: MLM pretraining and XPT post-training
+# 6. Tasks: MLM pretraining and XPT post-training
 # ----------------------------------------------------------------------------------------------------
 def tokenizer_info(tok, s):
     return {"mask_id": tok.mask_id, "vocab_size": len(tok), "special_ids": list(tok.special_ids),
             "word_starts": word_start_flags(tok) if s.whole_word else None}
-
-
-def get_tokenizer(s, docs, out_dir, name="tokenizer", kind=None, vocab_size=None):
-    """Load s.tokenizer_dir, or the one cached in out_dir/name, or train one on the documents `docs`
-    (the training documents only: the held-out text must not shape the vocabulary)."""
-    if s.tokenizer_dir:
-        return tokenizers_mod.load_tokenizer(s.tokenizer_dir)
-    kind = kind or s.tokenizer
-    vocab_size = vocab_size or s.vocab_size
-    d = Path(out_dir) / name
-    meta = {"docs_sha": hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16], "kind": kind,
-            "vocab_size": vocab_size}
-    if (d / "meta.json").exists() and json.loads((d / "meta.json").read_text()) == meta:
-        return tokenizers_mod.load_tokenizer(d)
-    if int(os.environ.get("RANK", "0")) != 0:
-        raise RuntimeError("internal: only rank 0 trains the tokenizer")
-    print(f"training a {kind} tokenizer ({vocab_size} tokens) on {len(docs):,} documents ...")
-    if kind == "bpe":
-        tok = tokenizers_mod.BPETokenizer.train(docs, vocab_size, progress=True)
-    elif kind == "wordpiece":
-        # subtle: no lowercasing/accent stripping: NFD would split every Hangul syllable into jamo.
-        tok = tokenizers_mod.WordPieceTokenizer.train(docs, vocab_size, lowercase=False, progress=True)
-    else:
-        raise ValueError(f"tokenizer must be 'bpe' or 'wordpiece', got {kind!r}")
-    d.mkdir(parents=True, exist_ok=True)
-    tok.save(d)
-    (d / "meta.json").write_text(json.dumps(meta))
-    return tok
-
-
-def rank0_first(fn):
-    """Run fn on rank 0 first (it writes caches: tokenizer, token ids), then on the other ranks (they
-    read them). Without torchrun it just runs fn."""
-    rank, world = distributed()
-    if world == 1:
-        return fn()
-    import torch.distributed as dist
-    if rank == 0:
-        result = fn()
-        dist.barrier()
-    else:
-        dist.barrier()
-        result = fn()
-    return result
-
-
-def _file_sha(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def fresh_config(s, tok):
@@ -939,16 +697,6 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
         model.save_pretrained(out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
         tok.save(out_dir / "model")
     return model, tok, evals
-
-
-def data_sha(*datasets):
-    """A short hash of packed datasets: part of a run's identity, so a cache is never reused for
-    other data."""
-    h = hashlib.sha256()
-    for d in datasets:
-        for k in sorted(d):
-            h.update(k.encode() + d[k].numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _nparams(model):
@@ -1021,16 +769,10 @@ def run_xpt_task(s):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     s = check_settings(parse_args(argv))
-    if s.task not in ("demo", "mlm", "xpt"):
-        raise ValueError(f"task must be demo, mlm or xpt, got {s.task!r}")
+    if s.task not in ("mlm", "xpt"):
+        raise ValueError(f"task must be mlm or xpt, got {s.task!r} (python train.py with no --task runs the demo)")
     with output_lock(s.out_dir):
-        if s.task == "mlm":
-            run_mlm(s)
-        elif s.task == "xpt":
-            run_xpt_task(s)
-        else:
-            import demo  # (demo.py imports this module: the demo is a story told with it)
-            demo.run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv})
+        run_mlm(s) if s.task == "mlm" else run_xpt_task(s)
 
 
 def cli(argv=None):
@@ -1043,329 +785,10 @@ def cli(argv=None):
     return 0
 
 
-# ----------------------------------------------------------------------------------------------------
-# 6. Plumbing of the loop: start or resume, checkpoints, the log, early stopping, DDP
-# ----------------------------------------------------------------------------------------------------
-class _Run:
-    """The bookkeeping around `train_loop`'s steps: one object per run, so that the loop reads as the
-    training it does. Holds the step, the evaluations, the optimizer, the (wrapped) network and the
-    paths in out_dir: ckpt.pt (to resume), best.pt (early stopping), final.pt (done), log.jsonl."""
-
-    @classmethod
-    def start(cls, model, out_dir, steps, s, groups, run_config, desc, step_offset):
-        """Set up a run, or resume it from ckpt.pt; if final.pt exists, load it: `finished` = its evals."""
-        self = cls()
-        out_dir = Path(out_dir)
-        if s.patience < 0:
-            raise ValueError(f"patience must be >= 0 (0 = no early stopping), got {s.patience}")
-        if s.patience and not s.eval_every:
-            raise ValueError("early stopping (--patience) needs held-out evaluations: set --eval_every > 0")
-        self.model, self.s, self.steps, self.desc, self.step_offset = model, s, steps, desc, step_offset
-        self.rank, self.world = distributed()
-        self.device = pick_device(s.device)
-        model.to(self.device)
-        self.master = self.rank == 0
-        self.ckpt_path, self.final_path = out_dir / "ckpt.pt", out_dir / "final.pt"
-        self.prev_path = out_dir / "ckpt.prev.pt"  # the checkpoint before ckpt.pt, kept until the run ends
-        self.log_path, self.best_path = out_dir / "log.jsonl", out_dir / "best.pt"
-        self.run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
-                               world=self.world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
-                               max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
-                               whole_word=s.whole_word, span_masking=s.span_masking, seed=s.seed,
-                               max_len=s.max_len, packing=s.packing,
-                               step_offset=step_offset, eval="mask-only", patience=s.patience,
-                               min_steps=s.min_steps)
-        self.finished = None
-        if self.final_path.exists():
-            try:
-                state = load_checkpoint(self.final_path, self.run_config)
-            except CheckpointUnreadableError as e:
-                raise CheckpointUnreadableError(f"{e}; the run's final weights are lost: delete {out_dir} to "
-                                                f"train this run again") from None
-            model.load_state_dict(state["model"])
-            self.finished = state.get("evals", [])
-            return self
-
-        groups = groups if groups is not None else default_groups(model, s.weight_decay)
-        opt_groups = [{k: v for k, v in g.items() if k != "names"} for g in groups if g["params"]]
-        if not opt_groups:
-            raise ValueError("no trainable parameters")
-        self.optimizer = torch.optim.AdamW(opt_groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6,
-                                           fused=self.device.type == "cuda")
-        self.step, self.evals = 0, []
-        # Dropout draws from torch's global RNG: seed it here, so a run does not depend on what ran
-        # before it in the process (a resumed run restores the RNG state from its checkpoint instead).
-        torch.manual_seed(s.seed * 1009 + step_offset + 1)
-        state = self._latest_checkpoint()
-        if state is not None:
-            model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.step, self.evals = state["step"], state["evals"]
-            torch.set_rng_state(state["rng_torch"])
-            random.setstate(_to_py_state(state["rng_python"]))
-            if torch.cuda.is_available() and "rng_cuda" in state:
-                torch.cuda.set_rng_state_all(state["rng_cuda"])
-            if self.master:
-                print(f"resuming {desc} from {state['path']} at step {self.step}")
-        if self.master:
-            _truncate_log(self.log_path, step_offset + self.step)  # lines a killed run wrote after its checkpoint
-
-        self.net = model
-        if self.world > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if s.compile:
-            self.net = torch.compile(self.net)
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" \
-            else contextlib.nullcontext
-        self.t_last, self.tokens_since = time.time(), 0
-        self.last_ckpt = self.step if state is not None else None
-        return self
-
-    def _latest_checkpoint(self):
-        """The newest readable checkpoint of this run (ckpt.pt, else the one before it), or None. An
-        unreadable newest one is reported and skipped; with no readable one left, a clear error."""
-        problems = []
-        for path in (self.ckpt_path, self.prev_path):
-            if not path.exists():
-                continue
-            try:
-                state = load_checkpoint(path, self.run_config)
-            except CheckpointUnreadableError as e:
-                problems.append(str(e))
-                continue
-            if problems:
-                print(f"warning: {problems[0]}; resuming from the checkpoint before it", file=sys.stderr)
-            return {**state, "path": path}
-        if problems:
-            raise CheckpointUnreadableError(f"{problems[0]}, and there is no earlier readable checkpoint: delete "
-                                            f"{self.ckpt_path.parent} to start this run over")
-        return None
-
-    def checkpoint(self, path=None, done=False):
-        """Write ckpt.pt (with the optimizer and RNG states, to resume) or, when done, final.pt."""
-        if not self.master:
-            return
-        state = {"model": self.model.state_dict(), "step": self.step, "config": self.run_config, "evals": self.evals}
-        if not done:
-            state.update(optimizer=self.optimizer.state_dict(), rng_torch=torch.get_rng_state(),
-                         rng_python=list(_flatten_py_state(random.getstate())))
-            if torch.cuda.is_available():
-                state["rng_cuda"] = torch.cuda.get_rng_state_all()
-        if not done and self.ckpt_path.exists():
-            os.replace(self.ckpt_path, self.prev_path)  # the last good one stays until the new one is whole
-        save_atomic(state, path or self.ckpt_path)
-        if not done:
-            self.last_ckpt = self.step
-
-    def log_step(self, loss, grad_norm, lr, *, tokens, bar, every, last):
-        self.tokens_since += tokens
-        if self.master and (self.step % every == 0 or last):
-            tps = self.tokens_since / max(time.time() - self.t_last, 1e-9)
-            _log(self.log_path, {"step": self.step_offset + self.step, "loss": loss, "grad_norm": float(grad_norm),
-                                 "lr": lr, "tokens_per_s": round(tps)})
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
-            self.t_last, self.tokens_since = time.time(), 0
-
-    def record_eval(self, r):
-        r["step"] = self.step_offset + self.step
-        self.evals.append(r)
-        if self.master:
-            _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"],
-                                 **{f"eval_{k}": v for k, v in r.items() if k.startswith(("disc_", "replaced"))}})
-        return r
-
-    def keep_if_best(self, r):
-        """Early stopping: keep the weights of the best evaluation so far in best.pt."""
-        if self.s.patience and self.master and r["loss"] < min((e["loss"] for e in self.evals[:-1]), default=math.inf):
-            save_atomic({"model": self.model.state_dict(), "step": r["step"]}, self.best_path)
-
-    def stalled(self):
-        return stalled([e["loss"] for e in self.evals], self.step, self.s.patience, self.s.min_steps)
-
-    def non_finite(self, loss):
-        where = f"the last good checkpoint (step {self.last_ckpt}) is in {self.ckpt_path}" \
-            if self.last_ckpt is not None else "no checkpoint was written yet"
-        return NonFiniteLossError(f"loss is {loss} at step {self.step + 1} ({self.desc}); stopping; {where}")
-
-    def barrier(self):
-        if self.world > 1:
-            import torch.distributed as dist
-            dist.barrier()
-
-    def finish(self, run_eval):
-        """The last evaluation (unless one was just made), the best weights back under early stopping,
-        final.pt written, ckpt.pt and best.pt removed. Returns the evaluations."""
-        s, evals = self.s, self.evals
-        r = evals[-1] if evals and evals[-1]["step"] == self.step_offset + self.step else run_eval()
-        if self.master:
-            print(f"{self.desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
-                  f"masked-token accuracy {r['acc']:.1%} after {self.step} steps")
-            if "disc_loss" in r:  # ELECTRA: the loss above is the generator's
-                print(f"{self.desc}: discriminator loss {r['disc_loss']:.4f}, right on {r['disc_acc_replaced']:.1%} "
-                      f"of the replaced tokens and {r['disc_acc_original']:.1%} of the original ones")
-        if s.patience:
-            best = min(evals, key=lambda e: e["loss"])
-            if best is not r:  # the weights of the best evaluation replace the last ones
-                self.model.load_state_dict(torch.load(self.best_path, map_location=self.device,
-                                                      weights_only=True)["model"])
-            if self.master:
-                why = f"stopped early: no better held-out loss in {s.patience} evaluations" \
-                    if self.step < self.steps else "the step cap was reached"
-                print(f"{self.desc}: {why}; kept the weights of step {best['step']} (held-out loss {best['loss']:.4f})")
-        if self.master:
-            self.checkpoint(self.final_path, done=True)
-            for path in (self.ckpt_path, self.prev_path, self.best_path):
-                if path.exists():
-                    path.unlink()
-        return evals
-
-
-def stalled(losses, step, patience, min_steps=0):
-    """Early stopping's rule: True when the last `patience` held-out losses all failed to beat the best
-    before them, and the run has done at least `min_steps` steps.
-
-    subtle: a small masked LM trained from scratch first sits on the unigram plateau, where its held-out
-    loss can *rise* for hundreds of steps (it memorises token frequencies of its batches) before it
-    learns from context and falls far below (../shared/CALIBRATION.md items 6-8). A patience shorter
-    than that bump stops the run inside it; min_steps is the guard."""
-    if step < min_steps or not 0 < patience < len(losses):
-        return False
-    return min(losses[-patience:]) >= min(losses[:-patience])
-
-
-class OutputInUseError(RuntimeError):
-    """Another live run holds the output folder."""
-
-
-@contextlib.contextmanager
-def output_lock(out_dir):
-    """One run per output folder: out_dir/.lock holds the process id of the run using it (rank 0's under
-    torchrun), so that two processes never write the same checkpoints. A lock whose process is gone (a
-    killed run) is taken over; a live one is an OutputInUseError."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield
-        return
-    path = Path(out_dir) / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: one process wins
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise OutputInUseError(f"{out_dir} is in use by another run (process {pid}): wait for it to "
-                                       f"finish, stop it, or choose another --out_dir") from None
-            path.unlink(missing_ok=True)  # stale (its run was killed): take it over
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
-
-
-def distributed():
-    """(rank, world_size), initialising the process group under torchrun (RANK/WORLD_SIZE set)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def save_atomic(obj, path):
-    """torch.save through bert.atomic_write (temp file, fsync, rename): never half a checkpoint."""
-    bert.atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def load_checkpoint(path, run_config):
-    """torch.load(weights_only=True: tensors and plain containers only, no pickled code) and check that the
-    checkpoint was made by the same run configuration, naming every difference if not."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state["config"], state["model"]
-    except Exception as e:  # (torch.load's errors for a cut-short zip, a foreign file, ... vary)
-        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:150]  # its first sentence
-        raise CheckpointUnreadableError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") \
-            from None
-    diffs = config_differences(state["config"], run_config)
-    if diffs:
-        raise CheckpointMismatchError(f"{path} was made by another configuration:\n  " + "\n  ".join(diffs)
-                                      + f"\n(delete {Path(path).parent} to start over)")
-    return state
-
-
-# Run-config keys added after checkpoints were first written, with the value that older checkpoints
-# (which lack the key) were made with: such a checkpoint still loads and resumes.
-CONFIG_ADDED = {"patience": 0, "span_masking": False, "min_steps": 0}
-
-
-def _flat(d, prefix=""):
-    """{"model": {"hidden_size": 8}} -> {"model.hidden_size": 8}: a difference names the one setting."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_differences(saved, current):
-    saved = {**{k: v for k, v in CONFIG_ADDED.items() if k in current}, **saved}
-    saved, current = _flat(saved), _flat(current)
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {current.get(k, '<absent>')!r}"
-            for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
-
-
-def _flatten_py_state(st):
-    # random.getstate() -> (version, tuple of 625 ints, gauss_next); stored as a flat list of ints.
-    return [st[0], *st[1], -1 if st[2] is None else st[2]]
-
-
-def _to_py_state(flat):
-    flat = list(flat)
-    return (flat[0], tuple(flat[1:-1]), None if flat[-1] == -1 else flat[-1])
-
-
-def _log(path, record):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
-
-
-def _truncate_log(path, step):
-    """Drop log lines written after `step` (a killed run's lines past its checkpoint: they will be
-    written again), so that every step is logged exactly once."""
-    if path.exists():
-        kept = [r for r in read_log(path) if r["step"] <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
 if __name__ == "__main__":
-    # subtle: run as a script this file is the module __main__; demo.py imports it again as `train`,
-    # a second copy with its own Settings and exception classes. Re-enter through that one copy.
-    import train
-    raise SystemExit(train.cli())
+    # `python train.py` with no --task tells the demo's story (demo.py, which imports this file as `train`;
+    # this copy only routes to it)
+    if any(a.startswith("--task=") and a != "--task=demo" for a in sys.argv[1:]):
+        raise SystemExit(cli())
+    import demo
+    raise SystemExit(demo.cli())

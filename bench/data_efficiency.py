@@ -460,9 +460,14 @@ SETTINGS_ADDED = {"span_masking": False, "objective": "mlm", "generator_size": 0
                   "min_steps": 0, "phase1_patience": 0}
 
 
+# train.Settings fields that moved to demo.DemoSettings, with the values every arm had: kept in an arm's
+# identity, so that the runs made before the move stay valid
+SETTINGS_MOVED = {"preset": "default", "stage": "all", "source_steps": 1500, "source_lr": 0.0, "scratch_lr": 0.0}
+
+
 def arm_config(e, method, budget, seed, lr):
     s = run_settings(e.p, method, lr=lr, seed=seed, device=e.device)
-    settings = {k: v for k, v in dataclasses.asdict(s).items()
+    settings = {k: v for k, v in {**SETTINGS_MOVED, **dataclasses.asdict(s)}.items()
                 if k != "device" and not (k in SETTINGS_ADDED and v == SETTINGS_ADDED[k])}
     return {"source": e.source_sha or str(e.source), "method": method, "budget": budget, "seed": seed,
             "lr": lr, "settings": settings, "data": e.data_sha[budget], "test": train.data_sha(e.data["test"])}

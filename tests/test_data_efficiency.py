@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import train
+import runs
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,14 +157,14 @@ def test_the_stopping_rule_does_not_stop_inside_a_plateau_bump():
         losses = []
         for step in steps:
             losses.append(loss(step))
-            if train.stalled(losses, step, patience, min_steps):
+            if runs.stalled(losses, step, patience, min_steps):
                 return step
         return None
 
     assert first_stop(2, 0) == 350  # stopped on the plateau: what the old protocol did
     assert first_stop(20, 2000) == 4000  # the best (step 3,000) + 1,000 steps of patience
     assert first_stop(20, 0) == 1250  # patience alone is not enough: the bump outlasts it
-    assert not train.stalled([7.0, 6.9, 7.1], 100, 0, 0) and not train.stalled([7.0], 5000, 20, 0)
+    assert not runs.stalled([7.0, 6.9, 7.1], 100, 0, 0) and not runs.stalled([7.0], 5000, 20, 0)
 
 
 def test_the_convergence_flag_reads_the_last_quarter():

@@ -102,22 +102,22 @@ def test_bad_settings_fail_clearly(clone):
 
 
 def test_command_line_settings_win_over_the_preset(tmp_path, capsys):
-    import train
-    train.main(["--preset=tiny", "--source_steps=4", "--stage=source", f"--out_dir={tmp_path}"])
+    import demo
+    demo.main(["--preset=tiny", "--source_steps=4", "--stage=source", f"--out_dir={tmp_path}"])
     out = capsys.readouterr().out
     assert "pretrained on English for 4 steps" in out
     assert "after 4 steps" in out
 
 
 def test_every_preset_works_with_wordpiece(tmp_path, capsys):
+    import demo
     import train
-    train.main(["--preset=tiny", "--tokenizer=wordpiece", f"--out_dir={tmp_path}"])
+    demo.main(["--preset=tiny", "--tokenizer=wordpiece", f"--out_dir={tmp_path}"])
     res = json.loads((tmp_path / "demo-tiny" / "results.json").read_text())
     assert res["tokenizer"] == "wordpiece" and set(res["arms"]) == {"xpt", "scratch"}
     assert (tmp_path / "demo-tiny" / "tokenizer_ko" / "vocab.txt").exists()
     # a Korean WordPiece vocabulary on the shipped (byte-level BPE) English source: XPT shares no vocabulary
     # (train.run_xpt, the demo's xpt stage, directly: the demo would first score the source on its English)
-    import demo
     import tokenizer as tok_mod
     ko = tok_mod.load_tokenizer(tmp_path / "demo-tiny" / "tokenizer_ko")
     s = train.Settings(max_len=32, batch_size=4, phase1_steps=2, phase2_steps=2, log_every=1)
@@ -127,7 +127,7 @@ def test_every_preset_works_with_wordpiece(tmp_path, capsys):
     assert model.bert.embeddings.word_embeddings.num_embeddings == len(ko) and len(evals) == 2
     assert (tmp_path / "mix" / "model" / "vocab.txt").exists()
     # the default preset's vocabulary sizes fit WordPiece on the full corpus (its minimum is the alphabet)
-    train.main(["--tokenizer=wordpiece", "--stage=tokenizers", f"--out_dir={tmp_path}"])
+    demo.main(["--tokenizer=wordpiece", "--stage=tokenizers", f"--out_dir={tmp_path}"])
     assert "Korean sample, as" in capsys.readouterr().out
 
 
@@ -155,6 +155,6 @@ def test_the_shipped_source_is_what_the_readme_says(tmp_path, capsys):
 
 
 def test_a_sequence_longer_than_the_source_is_refused(tmp_path):
-    import train
+    import demo
     with pytest.raises(ValueError, match="--max_len=64 is longer than the source model's 32 positions"):
-        train.main(["--preset=tiny", "--source=shipped", "--max_len=64", "--stage=xpt", f"--out_dir={tmp_path}"])
+        demo.main(["--preset=tiny", "--source=shipped", "--max_len=64", "--stage=xpt", f"--out_dir={tmp_path}"])

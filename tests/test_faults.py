@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import bert
+import demo
 import finetune
 import train
 from conftest import stopped_in_step
@@ -216,5 +217,5 @@ def test_one_run_per_output_folder(tmp_path, capsys):
 
 def test_tiny_preset_works_with_either_tokenizer(tmp_path, capsys):
     for kind in ("bpe", "wordpiece"):
-        assert train.cli(["--preset=tiny", f"--tokenizer={kind}", "--stage=tokenizers",
+        assert demo.cli(["--preset=tiny", f"--tokenizer={kind}", "--stage=tokenizers",
                           f"--out_dir={tmp_path / kind}"]) == 0, capsys.readouterr().err

@@ -1,0 +1,637 @@
+"""
+The plumbing of train.py's training loop, in a file of its own so that train.py reads as the lecture
+(settings, data, masking, the step, the loop, the tasks) and this as the machinery a first reading can
+skip: nothing here changes what a model learns, only that a run can be stopped, resumed, checked and
+shared.
+
+  - settings on the command line: `parse_args` (--key=value into any settings dataclass, typed and
+    checked), `help_text` (--help from the comments beside the fields), `check_settings`;
+  - `_Run`: the bookkeeping around train.train_loop's steps: start, or resume bit-identically from
+    ckpt.pt (the RNG states are in it), evaluations, early stopping (`stalled`) with the best weights in
+    best.pt, final.pt at the end;
+  - checkpoints written atomically (temp file + rename), loaded with torch.load(weights_only=True),
+    the previous one kept as a fallback, a run's settings compared with its checkpoint's (every
+    difference named);
+  - the JSONL log (a killed run's lines after its checkpoint are dropped on resume), the output
+    folder's lock (two runs never write one folder), DDP under torchrun;
+  - text in (UTF-8 checked, documents split) and what is derived from it cached on disk: token ids
+    (numpy, checked before use), trained tokenizers.
+
+Needs torch, numpy, tqdm, bert.py (atomic writes) and tokenizer.py only: it never imports train.py.
+"""
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import bert
+import tokenizer as tokenizers_mod
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings on the command line: --key=value into a dataclass, --help from its comments, the checks
+# ----------------------------------------------------------------------------------------------------
+def parse_args(argv, defaults, usage=None):
+    """Parse `--key=value` overrides into a copy of `defaults`, any settings dataclass (train.py,
+    finetune.py and the benches all use this parser). Values are converted to the field's type; an
+    unknown key or an unconvertible value raises ValueError naming the valid keys. `--help` raises
+    SystemExit after printing help_text(defaults, usage)."""
+    s = defaults
+    kinds = {f.name: type(getattr(s, f.name)) for f in fields(s)}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(help_text(s, usage))
+            raise SystemExit(0)
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"expected --key=value, got {arg!r}; valid keys: {', '.join(kinds)}")
+        key, value = arg[2:].split("=", 1)
+        key = key.replace("-", "_")
+        if key not in kinds:
+            raise ValueError(f"unknown setting {key!r}; valid keys: {', '.join(kinds)}")
+        kind = kinds[key]
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                v = value.lower() in ("true", "1", "yes")
+            else:
+                v = kind(value)
+        except ValueError:
+            raise ValueError(f"--{key} expects {kind.__name__}, got {value!r}") from None
+        s = dataclasses.replace(s, **{key: v})
+    return s
+
+
+def help_text(s, usage=None):
+    """Every setting of the dataclass `s` with its current value and the comment beside its field
+    (read from the source of its class), under the `usage` lines (train.py's by default)."""
+    comments = {}
+    source = "\n".join(inspect.getsource(c) for c in type(s).__mro__ if dataclasses.is_dataclass(c))
+    for line in source.splitlines():  # (a subclass's fields and those it inherits)
+        line = line.strip()
+        if ":" in line and "#" in line and "=" in line.split("#")[0]:
+            name = line.split(":", 1)[0].strip()
+            comments.setdefault(name, line.split("#", 1)[1].strip())
+    items = [(f"--{f.name}={getattr(s, f.name)}", comments.get(f.name, "")) for f in fields(s)]
+    width = max(len(k) for k, _ in items)
+    return "\n".join(list(usage or ["usage: [--key=value ...]"]) + [""] + [f"  {k.ljust(width)}  {c}" for k, c in items])
+
+
+def check_settings(s):
+    """Refuse settings no run can use, before anything is read or written, naming the setting and what
+    it needs (the same check on a fresh run and on a rerun). Raises ValueError."""
+    fraction = lambda v: 0 <= v <= 1  # noqa: E731
+    rules = {  # setting: (test, what it needs)
+        **{k: (lambda v: v >= 1, ">= 1") for k in ("batch_size", "grad_accum", "hidden_size", "num_layers",
+                                                  "num_heads", "intermediate_size", "vocab_size", "log_every")},
+        **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "phase1_steps", "phase2_steps", "source_steps",
+                                                  "itl_layers", "eval_every", "eval_batches", "patience",
+                                                  "min_steps", "phase1_patience",
+                                                  "ckpt_every", "weight_decay", "max_grad_norm",
+                                                  "reused_lr_scale", "source_lr", "scratch_lr")},
+        "max_len": (lambda v: v >= 5, ">= 5"),
+        "lr": (lambda v: v > 0, "> 0"),
+        "mlm_probability": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "valid_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "warmup": (fraction, "in [0, 1] (a fraction of the steps)"),
+        "objective": (lambda v: v in ("mlm", "electra"), "mlm or electra"),
+        "generator_size": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "disc_weight": (lambda v: v >= 0, ">= 0"),
+    }
+    problems = [f"--{k} must be {need}, got {getattr(s, k)}" for k, (ok, need) in rules.items()
+                if hasattr(s, k) and not ok(getattr(s, k))]  # (source_steps ...: the demo's settings)
+    if not problems and s.hidden_size % s.num_heads:
+        problems.append(f"--hidden_size={s.hidden_size} must be divisible by --num_heads={s.num_heads}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return s
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors a user can meet, each a one-line message at the command line
+# ----------------------------------------------------------------------------------------------------
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class CheckpointUnreadableError(ValueError):
+    """A checkpoint file that cannot be read (cut short, overwritten, not a checkpoint)."""
+
+
+class CheckpointMismatchError(ValueError):
+    pass
+
+
+class OutputInUseError(RuntimeError):
+    """Another live run holds the output folder."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Devices and processes: CUDA or CPU, DDP under torchrun
+# ----------------------------------------------------------------------------------------------------
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def distributed():
+    """(rank, world_size), initialising the process group under torchrun (RANK/WORLD_SIZE set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def rank0_first(fn):
+    """Run fn on rank 0 first (it writes caches: tokenizer, token ids), then on the other ranks (they
+    read them). Without torchrun it just runs fn."""
+    rank, world = distributed()
+    if world == 1:
+        return fn()
+    import torch.distributed as dist
+    if rank == 0:
+        result = fn()
+        dist.barrier()
+    else:
+        dist.barrier()
+        result = fn()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# One run of train.train_loop: start or exact resume, evaluations, early stopping, the end
+# ----------------------------------------------------------------------------------------------------
+class _Run:
+    """The bookkeeping around `train_loop`'s steps: one object per run, so that the loop reads as the
+    training it does. Holds the step, the evaluations, the optimizer, the (wrapped) network and the
+    paths in out_dir: ckpt.pt (to resume), best.pt (early stopping), final.pt (done), log.jsonl."""
+
+    @classmethod
+    def start(cls, model, out_dir, steps, s, groups, run_config, desc, step_offset):
+        """Set up a run, or resume it from ckpt.pt; if final.pt exists, load it: `finished` = its evals."""
+        self = cls()
+        out_dir = Path(out_dir)
+        if s.patience < 0:
+            raise ValueError(f"patience must be >= 0 (0 = no early stopping), got {s.patience}")
+        if s.patience and not s.eval_every:
+            raise ValueError("early stopping (--patience) needs held-out evaluations: set --eval_every > 0")
+        self.model, self.s, self.steps, self.desc, self.step_offset = model, s, steps, desc, step_offset
+        self.rank, self.world = distributed()
+        self.device = pick_device(s.device)
+        model.to(self.device)
+        self.master = self.rank == 0
+        self.ckpt_path, self.final_path = out_dir / "ckpt.pt", out_dir / "final.pt"
+        self.prev_path = out_dir / "ckpt.prev.pt"  # the checkpoint before ckpt.pt, kept until the run ends
+        self.log_path, self.best_path = out_dir / "log.jsonl", out_dir / "best.pt"
+        self.run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
+                               world=self.world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
+                               max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
+                               whole_word=s.whole_word, span_masking=s.span_masking, seed=s.seed,
+                               max_len=s.max_len, packing=s.packing,
+                               step_offset=step_offset, eval="mask-only", patience=s.patience,
+                               min_steps=s.min_steps)
+        self.finished = None
+        if self.final_path.exists():
+            try:
+                state = load_checkpoint(self.final_path, self.run_config)
+            except CheckpointUnreadableError as e:
+                raise CheckpointUnreadableError(f"{e}; the run's final weights are lost: delete {out_dir} to "
+                                                f"train this run again") from None
+            model.load_state_dict(state["model"])
+            self.finished = state.get("evals", [])
+            return self
+
+        opt_groups = [{k: v for k, v in g.items() if k != "names"} for g in groups if g["params"]]
+        if not opt_groups:
+            raise ValueError("no trainable parameters")
+        self.optimizer = torch.optim.AdamW(opt_groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6,
+                                           fused=self.device.type == "cuda")
+        self.step, self.evals = 0, []
+        # Dropout draws from torch's global RNG: seed it here, so a run does not depend on what ran
+        # before it in the process (a resumed run restores the RNG state from its checkpoint instead).
+        torch.manual_seed(s.seed * 1009 + step_offset + 1)
+        state = self._latest_checkpoint()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.evals = state["step"], state["evals"]
+            torch.set_rng_state(state["rng_torch"])
+            random.setstate(_to_py_state(state["rng_python"]))
+            if torch.cuda.is_available() and "rng_cuda" in state:
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+            if self.master:
+                print(f"resuming {desc} from {state['path']} at step {self.step}")
+        if self.master:
+            _truncate_log(self.log_path, step_offset + self.step)  # lines a killed run wrote after its checkpoint
+
+        self.net = model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if s.compile:
+            self.net = torch.compile(self.net)
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" \
+            else contextlib.nullcontext
+        self.t_last, self.tokens_since = time.time(), 0
+        self.last_ckpt = self.step if state is not None else None
+        return self
+
+    def _latest_checkpoint(self):
+        """The newest readable checkpoint of this run (ckpt.pt, else the one before it), or None. An
+        unreadable newest one is reported and skipped; with no readable one left, a clear error."""
+        problems = []
+        for path in (self.ckpt_path, self.prev_path):
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path, self.run_config)
+            except CheckpointUnreadableError as e:
+                problems.append(str(e))
+                continue
+            if problems:
+                print(f"warning: {problems[0]}; resuming from the checkpoint before it", file=sys.stderr)
+            return {**state, "path": path}
+        if problems:
+            raise CheckpointUnreadableError(f"{problems[0]}, and there is no earlier readable checkpoint: delete "
+                                            f"{self.ckpt_path.parent} to start this run over")
+        return None
+
+    def checkpoint(self, path=None, done=False):
+        """Write ckpt.pt (with the optimizer and RNG states, to resume) or, when done, final.pt."""
+        if not self.master:
+            return
+        state = {"model": self.model.state_dict(), "step": self.step, "config": self.run_config, "evals": self.evals}
+        if not done:
+            state.update(optimizer=self.optimizer.state_dict(), rng_torch=torch.get_rng_state(),
+                         rng_python=list(_flatten_py_state(random.getstate())))
+            if torch.cuda.is_available():
+                state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if not done and self.ckpt_path.exists():
+            os.replace(self.ckpt_path, self.prev_path)  # the last good one stays until the new one is whole
+        save_atomic(state, path or self.ckpt_path)
+        if not done:
+            self.last_ckpt = self.step
+
+    def log_step(self, loss, grad_norm, lr, *, tokens, bar, every, last):
+        self.tokens_since += tokens
+        if self.master and (self.step % every == 0 or last):
+            tps = self.tokens_since / max(time.time() - self.t_last, 1e-9)
+            _log(self.log_path, {"step": self.step_offset + self.step, "loss": loss, "grad_norm": float(grad_norm),
+                                 "lr": lr, "tokens_per_s": round(tps)})
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+            self.t_last, self.tokens_since = time.time(), 0
+
+    def record_eval(self, r):
+        r["step"] = self.step_offset + self.step
+        self.evals.append(r)
+        if self.master:
+            _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"],
+                                 **{f"eval_{k}": v for k, v in r.items() if k.startswith(("disc_", "replaced"))}})
+        return r
+
+    def keep_if_best(self, r):
+        """Early stopping: keep the weights of the best evaluation so far in best.pt."""
+        if self.s.patience and self.master and r["loss"] < min((e["loss"] for e in self.evals[:-1]), default=math.inf):
+            save_atomic({"model": self.model.state_dict(), "step": r["step"]}, self.best_path)
+
+    def stalled(self):
+        return stalled([e["loss"] for e in self.evals], self.step, self.s.patience, self.s.min_steps)
+
+    def non_finite(self, loss):
+        where = f"the last good checkpoint (step {self.last_ckpt}) is in {self.ckpt_path}" \
+            if self.last_ckpt is not None else "no checkpoint was written yet"
+        return NonFiniteLossError(f"loss is {loss} at step {self.step + 1} ({self.desc}); stopping; {where}")
+
+    def barrier(self):
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+
+    def finish(self, run_eval):
+        """The last evaluation (unless one was just made), the best weights back under early stopping,
+        final.pt written, ckpt.pt and best.pt removed. Returns the evaluations."""
+        s, evals = self.s, self.evals
+        r = evals[-1] if evals and evals[-1]["step"] == self.step_offset + self.step else run_eval()
+        if self.master:
+            print(f"{self.desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
+                  f"masked-token accuracy {r['acc']:.1%} after {self.step} steps")
+            if "disc_loss" in r:  # ELECTRA: the loss above is the generator's
+                print(f"{self.desc}: discriminator loss {r['disc_loss']:.4f}, right on {r['disc_acc_replaced']:.1%} "
+                      f"of the replaced tokens and {r['disc_acc_original']:.1%} of the original ones")
+        if s.patience:
+            best = min(evals, key=lambda e: e["loss"])
+            if best is not r:  # the weights of the best evaluation replace the last ones
+                self.model.load_state_dict(torch.load(self.best_path, map_location=self.device,
+                                                      weights_only=True)["model"])
+            if self.master:
+                why = f"stopped early: no better held-out loss in {s.patience} evaluations" \
+                    if self.step < self.steps else "the step cap was reached"
+                print(f"{self.desc}: {why}; kept the weights of step {best['step']} (held-out loss {best['loss']:.4f})")
+        if self.master:
+            self.checkpoint(self.final_path, done=True)
+            for path in (self.ckpt_path, self.prev_path, self.best_path):
+                if path.exists():
+                    path.unlink()
+        return evals
+
+
+def stalled(losses, step, patience, min_steps=0):
+    """Early stopping's rule: True when the last `patience` held-out losses all failed to beat the best
+    before them, and the run has done at least `min_steps` steps.
+
+    subtle: a small masked LM trained from scratch first sits on the unigram plateau, where its held-out
+    loss can *rise* for hundreds of steps (it memorises token frequencies of its batches) before it
+    learns from context and falls far below (../shared/CALIBRATION.md items 6-8). A patience shorter
+    than that bump stops the run inside it; min_steps is the guard."""
+    if step < min_steps or not 0 < patience < len(losses):
+        return False
+    return min(losses[-patience:]) >= min(losses[:-patience])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints: written atomically, read with weights_only, compared with the run's settings
+# ----------------------------------------------------------------------------------------------------
+def save_atomic(obj, path):
+    """torch.save through bert.atomic_write (temp file, fsync, rename): never half a checkpoint."""
+    bert.atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path, run_config):
+    """torch.load(weights_only=True: tensors and plain containers only, no pickled code) and check that the
+    checkpoint was made by the same run configuration, naming every difference if not."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["config"], state["model"]
+    except Exception as e:  # (torch.load's errors for a cut-short zip, a foreign file, ... vary)
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:150]  # its first sentence
+        raise CheckpointUnreadableError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") \
+            from None
+    diffs = config_differences(state["config"], run_config)
+    if diffs:
+        raise CheckpointMismatchError(f"{path} was made by another configuration:\n  " + "\n  ".join(diffs)
+                                      + f"\n(delete {Path(path).parent} to start over)")
+    return state
+
+
+# Run-config keys added after checkpoints were first written, with the value that older checkpoints
+# (which lack the key) were made with: such a checkpoint still loads and resumes.
+CONFIG_ADDED = {"patience": 0, "span_masking": False, "min_steps": 0}
+
+
+def _flat(d, prefix=""):
+    """{"model": {"hidden_size": 8}} -> {"model.hidden_size": 8}: a difference names the one setting."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(saved, current):
+    saved = {**{k: v for k, v in CONFIG_ADDED.items() if k in current}, **saved}
+    saved, current = _flat(saved), _flat(current)
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {current.get(k, '<absent>')!r}"
+            for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
+
+
+def _flatten_py_state(st):
+    # random.getstate() -> (version, tuple of 625 ints, gauss_next); stored as a flat list of ints.
+    return [st[0], *st[1], -1 if st[2] is None else st[2]]
+
+
+def _to_py_state(flat):
+    flat = list(flat)
+    return (flat[0], tuple(flat[1:-1]), None if flat[-1] == -1 else flat[-1])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The JSONL log, the output folder's lock
+# ----------------------------------------------------------------------------------------------------
+def _log(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def read_log(path):
+    """The records of a JSONL log; a line cut short by a kill is skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
+
+
+def _truncate_log(path, step):
+    """Drop log lines written after `step` (a killed run's lines past its checkpoint: they will be
+    written again), so that every step is logged exactly once."""
+    if path.exists():
+        kept = [r for r in read_log(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+@contextlib.contextmanager
+def output_lock(out_dir):
+    """One run per output folder: out_dir/.lock holds the process id of the run using it (rank 0's under
+    torchrun), so that two processes never write the same checkpoints. A lock whose process is gone (a
+    killed run) is taken over; a live one is an OutputInUseError."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    path = Path(out_dir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: one process wins
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise OutputInUseError(f"{out_dir} is in use by another run (process {pid}): wait for it to "
+                                       f"finish, stop it, or choose another --out_dir") from None
+            path.unlink(missing_ok=True)  # stale (its run was killed): take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text in, and what is derived from it cached: documents, token ids, tokenizers
+# ----------------------------------------------------------------------------------------------------
+def read_text(path, encoding="utf-8"):
+    """The text of a UTF-8 file; bytes that are not UTF-8 are a ValueError naming the file and line."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        raw = path.read_bytes()
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                         f"save the text as UTF-8 (e.g. iconv -t utf-8)") from None
+
+
+def read_documents(path, doc_format="line"):
+    """Documents of a plain-text file. doc_format="line": one document per line (empty lines skipped);
+    "blank": documents separated by blank lines (lines inside a document are joined with spaces)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    text = read_text(path)
+    if doc_format == "line":
+        docs = [ln.strip() for ln in text.splitlines()]
+    elif doc_format == "blank":
+        blocks = re.split(r"\n[ \t\r\f\v]*\n", text)  # one or more blank (or whitespace-only) lines
+        docs = [" ".join(ln.strip() for ln in block.splitlines() if ln.strip()) for block in blocks]
+    else:
+        raise ValueError(f"doc_format must be 'line' or 'blank', got {doc_format!r}")
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise ValueError(f"corpus {path} contains no text")
+    return docs
+
+
+def tokenize_documents(docs, tok, cache_dir=None, key=""):
+    """Token ids of every document, as (flat ids, offsets): document i is ids[offsets[i]:offsets[i+1]].
+    Stored with the smallest unsigned dtype that fits the vocabulary. With cache_dir, the result is saved
+    as .npz keyed by the documents and the tokenizer, and a rerun loads it instead of re-tokenizing."""
+    h = hashlib.sha256(("\n".join(docs) + "\x00" + key).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"tokens-{h}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        cached = _read_token_cache(path, len(docs), len(tok))
+        if cached is not None:
+            return cached
+    encode_batch = getattr(tok, "encode_batch", None)
+    chunks = []
+    step = 2000
+    for i in tqdm(range(0, len(docs), step), desc="tokenize", unit="chunk", leave=False,
+                  disable=len(docs) <= step):
+        part = docs[i:i + step]
+        chunks.extend(encode_batch(part) if encode_batch else [tok.encode(d) for d in part])
+    dtype = np.uint16 if len(tok) <= 2 ** 16 else np.uint32
+    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = np.fromiter((t for c in chunks for t in c), dtype=dtype, count=int(offsets[-1]))
+    if path is not None:  # (a unique temp file per writer: safe with several processes)
+        bert.atomic_write(path, lambda f: np.savez(f, ids=ids, offsets=offsets))
+    return ids, offsets
+
+
+def get_tokenizer(s, docs, out_dir, name="tokenizer", kind=None, vocab_size=None):
+    """Load s.tokenizer_dir, or the one cached in out_dir/name, or train one on the documents `docs`
+    (the training documents only: the held-out text must not shape the vocabulary)."""
+    if s.tokenizer_dir:
+        return tokenizers_mod.load_tokenizer(s.tokenizer_dir)
+    kind = kind or s.tokenizer
+    vocab_size = vocab_size or s.vocab_size
+    d = Path(out_dir) / name
+    meta = {"docs_sha": hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16], "kind": kind,
+            "vocab_size": vocab_size}
+    if (d / "meta.json").exists() and json.loads((d / "meta.json").read_text()) == meta:
+        return tokenizers_mod.load_tokenizer(d)
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise RuntimeError("internal: only rank 0 trains the tokenizer")
+    print(f"training a {kind} tokenizer ({vocab_size} tokens) on {len(docs):,} documents ...")
+    if kind == "bpe":
+        tok = tokenizers_mod.BPETokenizer.train(docs, vocab_size, progress=True)
+    elif kind == "wordpiece":
+        # subtle: no lowercasing/accent stripping: NFD would split every Hangul syllable into jamo.
+        tok = tokenizers_mod.WordPieceTokenizer.train(docs, vocab_size, lowercase=False, progress=True)
+    else:
+        raise ValueError(f"tokenizer must be 'bpe' or 'wordpiece', got {kind!r}")
+    d.mkdir(parents=True, exist_ok=True)
+    tok.save(d)
+    (d / "meta.json").write_text(json.dumps(meta))
+    return tok
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cache keys and checks: tokenizers, token ids, packed data, files
+# ----------------------------------------------------------------------------------------------------
+def fingerprint(tok):
+    """A short hash of a tokenizer's saved files (vocabulary + merges): the tokenization cache key."""
+    with tempfile.TemporaryDirectory() as d:
+        tok.save(d)
+        h = hashlib.sha256()
+        for p in sorted(Path(d).iterdir()):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _read_token_cache(path, n_docs, vocab_size):
+    """(ids, offsets) from a token cache if it is whole and fits (n_docs documents, ids below
+    vocab_size); a cut-short or foreign file gets a warning and None: it is rebuilt, never used."""
+    try:
+        with np.load(path) as z:
+            ids, offsets = z["ids"], z["offsets"]
+        ok = (offsets.ndim == 1 and len(offsets) == n_docs + 1 and offsets[0] == 0
+              and offsets[-1] == len(ids) and bool(np.all(np.diff(offsets) >= 0))
+              and (len(ids) == 0 or int(ids.max()) < vocab_size))
+    except Exception as e:  # (a cut-short .npz fails in zipfile, numpy or pickle, depending where)
+        ok, why = False, f"{type(e).__name__}: {e}"
+    else:
+        why = "it does not match these documents and this tokenizer"
+    if ok:
+        return ids, offsets
+    print(f"warning: token cache {path} is unusable ({why}); tokenizing again", file=sys.stderr)
+    return None
+
+
+def data_sha(*datasets):
+    """A short hash of packed datasets: part of a run's identity, so a cache is never reused for
+    other data."""
+    h = hashlib.sha256()
+    for d in datasets:
+        for k in sorted(d):
+            h.update(k.encode() + d[k].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _file_sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
