@@ -141,11 +141,13 @@ class BertConfig:
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < (
                 self.vocab_size if isinstance(self.vocab_size, int) else 0):
             problems.append(f"pad_token_id must be an id in [0, vocab_size), got {self.pad_token_id!r}")
-        if self.embedding_size is not None and (not isinstance(self.embedding_size, int) or self.embedding_size < 1):
+        if self.embedding_size is not None and (not isinstance(self.embedding_size, int)
+                                                or self.embedding_size < 1):
             problems.append(f"embedding_size must be None or a positive integer, got {self.embedding_size!r}")
         if self.is_roberta and isinstance(self.max_position_embeddings, int) \
                 and self.max_position_embeddings <= self.pad_token_id + 1:
-            problems.append("RoBERTa needs max_position_embeddings > pad_token_id + 1 (positions start there)")
+            problems.append("RoBERTa needs max_position_embeddings > pad_token_id + 1 "
+                            "(positions start there)")
         if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
             problems.append("layer_norm_eps and initializer_range must be positive")
         if problems:
@@ -433,9 +435,11 @@ class BertModel(_Pretrained):
         """Raise a clear ValueError for inputs that would otherwise fail deep inside (an IndexError, or
         on a GPU an asynchronous device-side assert that kills the process)."""
         c = self.config
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 \
+                or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"input_ids must be an integer tensor of shape (batch, seq_len), got "
-                             f"{getattr(input_ids, 'dtype', type(input_ids))} {tuple(getattr(input_ids, 'shape', ()))}")
+                             f"{getattr(input_ids, 'dtype', type(input_ids))} "
+                             f"{tuple(getattr(input_ids, 'shape', ()))}")
         B, T = input_ids.shape
         if T > c.max_len:
             raise ValueError(f"sequence length {T} exceeds the model's maximum of {c.max_len} positions")
@@ -529,7 +533,8 @@ class BertForMaskedLM(_Pretrained):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> MaskedLMOutput:
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        loss, logits = _mlm_logits_and_loss(self.head, hidden, self.bert.embeddings.word_embeddings.weight, labels)
+        words = self.bert.embeddings.word_embeddings.weight  # (V, E): the tied decoder
+        loss, logits = _mlm_logits_and_loss(self.head, hidden, words, labels)
         return MaskedLMOutput(loss, logits)
 
 
@@ -549,7 +554,8 @@ class BertForPreTraining(_Pretrained):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
                 next_sentence_label=None) -> PreTrainingOutput:
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        mlm_loss, logits = _mlm_logits_and_loss(self.head, hidden, self.bert.embeddings.word_embeddings.weight, labels)
+        words = self.bert.embeddings.word_embeddings.weight  # (V, E): the tied decoder
+        mlm_loss, logits = _mlm_logits_and_loss(self.head, hidden, words, labels)
         nsp_logits = self.nsp(self.bert.pooler(hidden))  # (B, 2)
         losses = [mlm_loss] if mlm_loss is not None else []
         if next_sentence_label is not None:
@@ -618,7 +624,8 @@ class ElectraForPreTraining(_Pretrained):
         logits = self.rtd(hidden)  # (B, T)
         loss = None
         if labels is not None:
-            real = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+            real = attention_mask.bool() if attention_mask is not None \
+                else torch.ones_like(labels, dtype=torch.bool)
             loss = F.binary_cross_entropy_with_logits(logits[real].float(), labels[real].float())
         return ElectraOutput(loss, logits)
 
@@ -636,8 +643,10 @@ def electra_generator_config(disc: BertConfig, fraction: float) -> BertConfig:
     projects E to its own width)."""
     heads = max(1, round(disc.num_attention_heads * fraction))
     width = heads * (disc.hidden_size // disc.num_attention_heads)
-    return dataclasses.replace(disc, hidden_size=width, num_attention_heads=heads, embedding_size=disc.emb_size,
-                               intermediate_size=max(1, round(disc.intermediate_size * width / disc.hidden_size)))
+    return dataclasses.replace(disc, hidden_size=width, num_attention_heads=heads,
+                               embedding_size=disc.emb_size,
+                               intermediate_size=max(1, round(disc.intermediate_size * width
+                                                              / disc.hidden_size)))
 
 
 class ElectraPairOutput(NamedTuple):
@@ -661,7 +670,8 @@ class ElectraPair(nn.Module):
     The two share their token, position and segment embeddings (the paper's section 3.2; the tables'
     width E must then be the same, and the narrower generator projects E to its own hidden size)."""
 
-    def __init__(self, generator: "ElectraForMaskedLM", discriminator: ElectraForPreTraining, disc_weight=50.0):
+    def __init__(self, generator: "ElectraForMaskedLM", discriminator: ElectraForPreTraining,
+                 disc_weight=50.0):
         super().__init__()
         ge, de = generator.bert.embeddings, discriminator.bert.embeddings
         if generator.config.emb_size != discriminator.config.emb_size:
@@ -674,7 +684,8 @@ class ElectraPair(nn.Module):
         self.config = discriminator.config
 
     def save_pretrained(self, directory) -> None:
-        """The discriminator (the model ELECTRA keeps) in `directory`, the generator in directory/generator."""
+        """The discriminator (the model ELECTRA keeps) in `directory`, the generator in
+        directory/generator."""
         self.discriminator.save_pretrained(directory)
         self.generator.save_pretrained(Path(directory) / "generator")
 
@@ -749,7 +760,8 @@ def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: Optional
         if t.dtype not in _ST_NAMES:
             raise ValueError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors")
         nbytes = t.numel() * t.element_size()
-        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + nbytes]}
         # ctypes.string_at copies `nbytes` bytes from the tensor's memory (little-endian hosts only)
         chunks.append(ctypes.string_at(t.data_ptr(), nbytes) if nbytes else b"")
         offset += nbytes
@@ -809,8 +821,9 @@ HF_HEAD_NAMES = {  # ours -> HF, per flavour (ELECTRA: the generator's MLM head,
              "head.bias": "cls.predictions.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
     "roberta": {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm",
                 "head.bias": "lm_head.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
-    "electra": {"head.dense": "generator_predictions.dense", "head.layer_norm": "generator_predictions.LayerNorm",
-                "head.bias": "generator_lm_head.bias", "rtd.dense": "discriminator_predictions.dense",
+    "electra": {"head.dense": "generator_predictions.dense",
+                "head.layer_norm": "generator_predictions.LayerNorm", "head.bias": "generator_lm_head.bias",
+                "rtd.dense": "discriminator_predictions.dense",
                 "rtd.prediction": "discriminator_predictions.dense_prediction", "classifier": "classifier"},
 }
 # Keys that are copies of something else (the tied decoder) or not parameters at all (index buffers).
@@ -864,7 +877,8 @@ def _normalise_checkpoint_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
         elif k.endswith("LayerNorm.beta") or k.endswith("layer_norm.beta"):
             k = k[: -len("beta")] + "bias"
         if k in out:
-            raise CheckpointError(f"checkpoint has key {k!r} twice (with and without prefix, or gamma and weight)")
+            raise CheckpointError(f"checkpoint has key {k!r} twice (with and without prefix, "
+                                  f"or gamma and weight)")
         out[k] = v
     return out
 
@@ -898,7 +912,8 @@ def load_hf_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[l
     dropped = [k for k in unexpected if group(k) is not None and group(k) not in our_groups]
     unexpected = [k for k in unexpected if k not in dropped]
     # a head of ours entirely absent from the checkpoint (e.g. an encoder-only checkpoint into MLM)
-    fresh_groups = {g for g in our_groups if g is not None and all(k in missing for k in expected if group(k) == g)}
+    fresh_groups = {g for g in our_groups
+                    if g is not None and all(k in missing for k in expected if group(k) == g)}
     fresh = [expected[k] for k in missing if group(k) in fresh_groups]
     missing = [k for k in missing if group(k) not in fresh_groups]
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(ours[expected[k]].shape)}"

@@ -60,7 +60,8 @@ PRESETS = {
 }
 SHIPPED_SOURCE = HERE / "data" / "source_en"
 # How the shipped source is rebuilt (the README and data/README.md say the same):
-REBUILD_SOURCE = "python train.py --stage=source && rm -rf data/source_en && cp -r out/demo/source/model data/source_en"
+REBUILD_SOURCE = ("python train.py --stage=source && rm -rf data/source_en "
+                  "&& cp -r out/demo/source/model data/source_en")
 
 
 def english_extra_docs():
@@ -125,8 +126,8 @@ def _retrying(fn, what, directory):
     try:
         return fn()
     except CheckpointMismatchError as e:
-        print(f"{what}: cached result in {directory} was made from other inputs ({str(e).splitlines()[1].strip()}"
-              f" ...); training again")
+        why = str(e).splitlines()[1].strip()
+        print(f"{what}: cached result in {directory} was made from other inputs ({why} ...); training again")
         import shutil
         shutil.rmtree(directory)
         return fn()
@@ -224,12 +225,13 @@ def corpus_files(s, p, out):
 
     @functools.cache
     def english_text():
-        full = s.preset == "default" or s.source == "shipped"  # the shipped source's text, whatever the preset
+        full = s.preset == "default" or s.source == "shipped"  # the shipped source's text, any preset
         docs = read_documents(data / "en_train.txt")[:None if full else max_docs]
         return _write_lines(out / "corpus" / "en_train.txt", docs + english_extra_docs() if full else docs)
     files = {"en_train": english_text}
     for name in ("en_valid", "ko_train", "ko_valid"):
-        files[name] = _write_lines(out / "corpus" / f"{name}.txt", read_documents(data / f"{name}.txt")[:max_docs])
+        docs = read_documents(data / f"{name}.txt")[:max_docs]
+        files[name] = _write_lines(out / "corpus" / f"{name}.txt", docs)
     return files
 
 
@@ -247,9 +249,9 @@ def stage_tokenizers(s, p, out, files):
         source_dir = Path(s.source)
         src_text = f"English: the source model's own (in {source_dir}), "
     _stage("1. tokenizers",
-           f"Each language gets its own {s.tokenizer} vocabulary, learned from its own text: {src_text}Korean "
-           f"{ko_vocab} tokens from {files['ko_train'].stat().st_size / 1e3:.0f} KB.\nXPT never shares a vocabulary "
-           f"between the languages: the Korean model gets new word embeddings.")
+           f"Each language gets its own {s.tokenizer} vocabulary, learned from its own text: {src_text}"
+           f"Korean {ko_vocab} tokens from {files['ko_train'].stat().st_size / 1e3:.0f} KB.\n"
+           f"XPT never shares a vocabulary between the languages: the Korean model gets new word embeddings.")
     en_tok = get_tokenizer(s, read_documents(files["en_train"]()), out, "tokenizer_en", vocab_size=en_vocab) \
         if s.source == "pretrain" else None
     ko_tok = get_tokenizer(s, read_documents(files["ko_train"]), out, "tokenizer_ko", vocab_size=ko_vocab)
@@ -271,14 +273,15 @@ def stage_source(s, out, files, en_tok, source_dir):
                f"A small masked LM ({s.num_layers} layers, hidden {s.hidden_size}) pretrained on English for "
                f"{s.source_steps} steps. It stands in for the big English model that XPT starts from.")
         en_train = files["en_train"]()
-        _retrying(lambda: run_mlm(src_s, out / "source", en_train, files["en_valid"], en_tok, desc="English source"),
-                  "source", out / "source")
+        _retrying(lambda: run_mlm(src_s, out / "source", en_train, files["en_valid"], en_tok,
+                                  desc="English source"), "source", out / "source")
         _write_source_card(src_s, out / "source", en_train, files["en_valid"])
     elif want:
         _stage("2. the English source model (L_S)",
                f"The English masked LM that XPT starts from, in {source_dir}"
-               + (f" (shipped with the project: a small model pretrained by\n`python train.py --stage=source`, "
-                  f"{s.source_steps} steps; --source=pretrain runs that stage here)" if s.source == "shipped" else "")
+               + (f" (shipped with the project: a small model pretrained by\n"
+                  f"`python train.py --stage=source`, {s.source_steps} steps; --source=pretrain runs that "
+                  f"stage here)" if s.source == "shipped" else "")
                + ". It stands in for the big English model of the paper.")
     if s.stage == "source":
         print(f"\nthe source model is in {source_dir}; to make it the shipped one: "
@@ -292,7 +295,8 @@ def stage_source(s, out, files, en_tok, source_dir):
         raise ValueError(f"--max_len={s.max_len} is longer than the source model's {longest} positions "
                          f"({source_dir}); use --max_len={longest} or less")
     if s.eval_batches:
-        raise ValueError("the demo scores the whole held-out text (its floor covers all of it): drop --eval_batches")
+        raise ValueError("the demo scores the whole held-out text (its floor covers all of it): "
+                         "drop --eval_batches")
     return _source_summary(s, source_dir, files["en_train"](), files["en_valid"], out / "cache")
 
 
@@ -301,7 +305,7 @@ def stage_arms(s, scratch_s, out, source_dir, ko_tok, train_data, valid_data):
     n_target = s.phase1_steps + s.phase2_steps
     if s.stage in ("all", "xpt"):
         _stage("3. XPT: English model -> Korean",
-               f"Keep the English encoder layers, add new Korean word embeddings and an implicit translation\n"
+               "Keep the English encoder layers, add new Korean word embeddings and an implicit translation\n"
                f"layer at each end. Phase 1 ({s.phase1_steps} steps) trains only the new parts; phase 2 "
                f"({s.phase2_steps} steps) trains everything. Peak learning rate {s.lr:g}.")
         _retrying(lambda: run_xpt(s, source_dir, ko_tok, train_data, valid_data, out / "xpt", method="xpt"),
@@ -322,7 +326,8 @@ def stage_compare(s, scratch_s, out, source, floors, t0):
     n_target = s.phase1_steps + s.phase2_steps
     _stage("5. comparison on held-out Korean",
            "Masked-LM loss at [MASK] positions (every held-out token masked once; lower is better), next to\n"
-           f"the unigram floor: the loss of always guessing the training-token frequencies, {ko_floor:.3f} here.")
+           f"the unigram floor: the loss of always guessing the training-token frequencies, "
+           f"{ko_floor:.3f} here.")
     results = {}
     for arm, lr in (("xpt", s.lr), ("scratch", scratch_s.lr)):
         evals = _read_evals(out / arm)
@@ -365,20 +370,21 @@ def _reading(fx, fs, floor, steps):
     lines = []
     below_x, below_s = floor - fx, floor - fs
     if fx < fs:
-        lines.append(f"After the same {steps} steps on the same Korean text, XPT's held-out loss is {fs - fx:.3f} nat "
-                     f"below scratch's ({fx:.3f} vs {fs:.3f}).")
+        lines.append(f"After the same {steps} steps on the same Korean text, XPT's held-out loss is "
+                     f"{fs - fx:.3f} nat below scratch's ({fx:.3f} vs {fs:.3f}).")
     else:
         lines.append(f"XPT does NOT beat scratch here: {fx:.3f} vs {fs:.3f} after the same {steps} steps.")
     for name, below, loss in (("XPT", below_x, fx), ("scratch", below_s, fs)):
         if learned_context(loss, floor) == "yes":
-            lines.append(f"{name} is {below:.3f} nat below the unigram floor: it predicts masked Korean tokens "
-                         f"from their context, not only from token frequencies.")
+            lines.append(f"{name} is {below:.3f} nat below the unigram floor: it predicts masked Korean "
+                         f"tokens from their context, not only from token frequencies.")
         else:
             lines.append(f"{name} is not clearly below the unigram floor ({-below:+.3f} nat): it has learned "
                          f"little beyond Korean token frequencies.")
     if fx < fs and learned_context(fx, floor) == "yes":
-        lines.append("The reused English layers carry over: with the same Korean data and steps, XPT uses context "
-                     "that scratch\nhas not learned yet (one seed, one size; the README gives the spread over seeds).")
+        lines.append("The reused English layers carry over: with the same Korean data and steps, XPT uses "
+                     "context that scratch\nhas not learned yet (one seed, one size; the README gives the "
+                     "spread over seeds).")
     return "\n".join(lines)
 
 
@@ -390,7 +396,8 @@ def _write_source_card(s, source_out, en_train, en_valid):
             "rebuild": REBUILD_SOURCE,
             "text": {"en_train": "data/en_train.txt + demo.english_extra_docs() (the Python standard "
                                  "library's pydoc_data/topics.py and docstrings, read at run time)"
-                     if s.preset == "default" else "data/en_train.txt", "train_bytes": en_train.stat().st_size,
+                     if s.preset == "default" else "data/en_train.txt",
+                     "train_bytes": en_train.stat().st_size,
                      "held_out": "data/en_valid.txt", "python": sys.version.split()[0]},
             "settings": {k: getattr(s, k) for k in ("hidden_size", "num_layers", "num_heads",
                                                      "intermediate_size", "steps", "lr", "batch_size",
@@ -417,9 +424,10 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
     best = min([r["loss"]] + [e["eval_loss"] for e in curve]) if curve else None
     summary = {"dir": str(source_dir), "final_loss": r["loss"], "best_loss": best, "acc": r["acc"],
                "floor": floor, "acc_floor": acc_floor}
-    how = f"made by `{REBUILD_SOURCE.split(' && ')[0]}`; see {card}" if card.exists() else "an external checkpoint"
-    print(f"\nEnglish source {source_dir} ({how}):\n  held-out English loss {r['loss']:.3f} at [MASK] positions, "
-          f"unigram floor {floor:.3f} ({r['loss'] - floor:+.3f} nat): learned context: "
+    how = f"made by `{REBUILD_SOURCE.split(' && ')[0]}`; see {card}" if card.exists() \
+        else "an external checkpoint"
+    print(f"\nEnglish source {source_dir} ({how}):\n  held-out English loss {r['loss']:.3f} at [MASK] "
+          f"positions, unigram floor {floor:.3f} ({r['loss'] - floor:+.3f} nat): learned context: "
           f"{learned_context(r['loss'], floor)}")
     return summary
 

@@ -198,7 +198,8 @@ def distill_loss(student_logits, teacher_logits, kind="mse", temperature=2.0):
 
 
 def _groups(model, weight_decay):
-    return [{k: v for k, v in g.items() if k != "lr_scale"} for g in train.default_groups(model, weight_decay)]
+    return [{k: v for k, v in g.items() if k != "lr_scale"}
+            for g in train.default_groups(model, weight_decay)]
 
 
 def finetune(model, examples, s, pad_id, *, teacher=None, desc="fine-tune", on_epoch=None):
@@ -327,7 +328,7 @@ def main(argv=None):
     if not s.model:
         raise ValueError("--model=DIR is required (an HF-format checkpoint directory)")
     torch.manual_seed(s.seed)
-    has_tokenizer = lambda d: (Path(d) / "vocab.txt").exists() or (Path(d) / "vocab.json").exists()  # noqa: E731
+    has_tokenizer = lambda d: any((Path(d) / f).exists() for f in ("vocab.txt", "vocab.json"))  # noqa: E731
     # The tokenizer: --tokenizer_dir, else the model's own, else (a bare student) the teacher's.
     tok = tokenizers_mod.load_tokenizer(s.tokenizer_dir or (s.model if has_tokenizer(s.model) or not s.teacher
                                                             else s.teacher))
@@ -338,8 +339,9 @@ def main(argv=None):
         # Teacher and student read the same ids, so they must share one vocabulary.
         for d in [s.teacher] + ([s.model] if has_tokenizer(s.model) else []):
             if has_tokenizer(d) and len(tokenizers_mod.load_tokenizer(d)) != len(tok):
-                raise ValueError(f"{d} has another vocabulary ({len(tokenizers_mod.load_tokenizer(d))} tokens) "
-                                 f"than the tokenizer in use ({len(tok)}): distillation needs one shared tokenizer")
+                raise ValueError(f"{d} has another vocabulary ({len(tokenizers_mod.load_tokenizer(d))} "
+                                 f"tokens) than the tokenizer in use ({len(tok)}): distillation needs one "
+                                 f"shared tokenizer")
         if teacher.config.vocab_size != model.config.vocab_size:
             raise ValueError(f"teacher vocabulary {teacher.config.vocab_size} != student vocabulary "
                              f"{model.config.vocab_size}: distillation needs one shared tokenizer")

@@ -88,7 +88,8 @@ def help_text(s, usage=None):
             comments.setdefault(name, line.split("#", 1)[1].strip())
     items = [(f"--{f.name}={getattr(s, f.name)}", comments.get(f.name, "")) for f in fields(s)]
     width = max(len(k) for k, _ in items)
-    return "\n".join(list(usage or ["usage: [--key=value ...]"]) + [""] + [f"  {k.ljust(width)}  {c}" for k, c in items])
+    lines = [f"  {k.ljust(width)}  {c}" for k, c in items]
+    return "\n".join(list(usage or ["usage: [--key=value ...]"]) + [""] + lines)
 
 
 def check_settings(s):
@@ -97,7 +98,8 @@ def check_settings(s):
     fraction = lambda v: 0 <= v <= 1  # noqa: E731
     rules = {  # setting: (test, what it needs)
         **{k: (lambda v: v >= 1, ">= 1") for k in ("batch_size", "grad_accum", "hidden_size", "num_layers",
-                                                  "num_heads", "intermediate_size", "vocab_size", "log_every")},
+                                                  "num_heads", "intermediate_size", "vocab_size",
+                                                  "log_every")},
         **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "phase1_steps", "phase2_steps", "source_steps",
                                                   "itl_layers", "eval_every", "eval_batches", "patience",
                                                   "min_steps", "phase1_patience",
@@ -207,7 +209,8 @@ class _Run:
         self.ckpt_path, self.final_path = out_dir / "ckpt.pt", out_dir / "final.pt"
         self.prev_path = out_dir / "ckpt.prev.pt"  # the checkpoint before ckpt.pt, kept until the run ends
         self.log_path, self.best_path = out_dir / "log.jsonl", out_dir / "best.pt"
-        self.run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
+        self.run_config = dict(run_config or {}, steps=steps, batch_size=s.batch_size,
+                               grad_accum=s.grad_accum,
                                world=self.world, lr=s.lr, warmup=s.warmup, weight_decay=s.weight_decay,
                                max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
                                whole_word=s.whole_word, span_masking=s.span_masking, seed=s.seed,
@@ -246,7 +249,8 @@ class _Run:
             if self.master:
                 print(f"resuming {desc} from {state['path']} at step {self.step}")
         if self.master:
-            _truncate_log(self.log_path, step_offset + self.step)  # lines a killed run wrote after its checkpoint
+            # (the lines a killed run wrote after its checkpoint)
+            _truncate_log(self.log_path, step_offset + self.step)
 
         self.net = model
         if self.world > 1:
@@ -276,7 +280,8 @@ class _Run:
                 print(f"warning: {problems[0]}; resuming from the checkpoint before it", file=sys.stderr)
             return {**state, "path": path}
         if problems:
-            raise CheckpointUnreadableError(f"{problems[0]}, and there is no earlier readable checkpoint: delete "
+            raise CheckpointUnreadableError(f"{problems[0]}, and there is no earlier readable checkpoint: "
+                                            f"delete "
                                             f"{self.ckpt_path.parent} to start this run over")
         return None
 
@@ -284,7 +289,8 @@ class _Run:
         """Write ckpt.pt (with the optimizer and RNG states, to resume) or, when done, final.pt."""
         if not self.master:
             return
-        state = {"model": self.model.state_dict(), "step": self.step, "config": self.run_config, "evals": self.evals}
+        state = {"model": self.model.state_dict(), "step": self.step, "config": self.run_config,
+                 "evals": self.evals}
         if not done:
             state.update(optimizer=self.optimizer.state_dict(), rng_torch=torch.get_rng_state(),
                          rng_python=list(_flatten_py_state(random.getstate())))
@@ -300,7 +306,8 @@ class _Run:
         self.tokens_since += tokens
         if self.master and (self.step % every == 0 or last):
             tps = self.tokens_since / max(time.time() - self.t_last, 1e-9)
-            _log(self.log_path, {"step": self.step_offset + self.step, "loss": loss, "grad_norm": float(grad_norm),
+            _log(self.log_path, {"step": self.step_offset + self.step, "loss": loss,
+                                 "grad_norm": float(grad_norm),
                                  "lr": lr, "tokens_per_s": round(tps)})
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
             self.t_last, self.tokens_since = time.time(), 0
@@ -309,13 +316,15 @@ class _Run:
         r["step"] = self.step_offset + self.step
         self.evals.append(r)
         if self.master:
-            _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"], "eval_acc": r["acc"],
-                                 **{f"eval_{k}": v for k, v in r.items() if k.startswith(("disc_", "replaced"))}})
+            electra = {f"eval_{k}": v for k, v in r.items() if k.startswith(("disc_", "replaced"))}
+            _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"],
+                                 "eval_acc": r["acc"], **electra})
         return r
 
     def keep_if_best(self, r):
         """Early stopping: keep the weights of the best evaluation so far in best.pt."""
-        if self.s.patience and self.master and r["loss"] < min((e["loss"] for e in self.evals[:-1]), default=math.inf):
+        best_before = min((e["loss"] for e in self.evals[:-1]), default=math.inf)
+        if self.s.patience and self.master and r["loss"] < best_before:
             save_atomic({"model": self.model.state_dict(), "step": r["step"]}, self.best_path)
 
     def stalled(self):
@@ -340,7 +349,8 @@ class _Run:
             print(f"{self.desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
                   f"masked-token accuracy {r['acc']:.1%} after {self.step} steps")
             if "disc_loss" in r:  # ELECTRA: the loss above is the generator's
-                print(f"{self.desc}: discriminator loss {r['disc_loss']:.4f}, right on {r['disc_acc_replaced']:.1%} "
+                print(f"{self.desc}: discriminator loss {r['disc_loss']:.4f}, "
+                      f"right on {r['disc_acc_replaced']:.1%} "
                       f"of the replaced tokens and {r['disc_acc_original']:.1%} of the original ones")
         if s.patience:
             best = min(evals, key=lambda e: e["loss"])
@@ -350,7 +360,8 @@ class _Run:
             if self.master:
                 why = f"stopped early: no better held-out loss in {s.patience} evaluations" \
                     if self.step < self.steps else "the step cap was reached"
-                print(f"{self.desc}: {why}; kept the weights of step {best['step']} (held-out loss {best['loss']:.4f})")
+                print(f"{self.desc}: {why}; kept the weights of step {best['step']} "
+                      f"(held-out loss {best['loss']:.4f})")
         if self.master:
             self.checkpoint(self.final_path, done=True)
             for path in (self.ckpt_path, self.prev_path, self.best_path):
@@ -388,7 +399,8 @@ def load_checkpoint(path, run_config):
         state["config"], state["model"]
     except Exception as e:  # (torch.load's errors for a cut-short zip, a foreign file, ... vary)
         reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:150]  # its first sentence
-        raise CheckpointUnreadableError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") \
+        raise CheckpointUnreadableError(f"{path} is not a readable checkpoint "
+                                        f"({type(e).__name__}: {reason})") \
             from None
     diffs = config_differences(state["config"], run_config)
     if diffs:

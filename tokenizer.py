@@ -240,8 +240,8 @@ class _Vocab:
         with errors="surrogateescape"): refuse it with its position rather than guess."""
         m = _LONE_SURROGATE.search(text)
         if m:
-            raise ValueError(f"text has a lone surrogate U+{ord(m.group()):04X} at position {m.start()}, which "
-                             f"is not valid Unicode; decode the bytes with errors='replace' instead")
+            raise ValueError(f"text has a lone surrogate U+{ord(m.group()):04X} at position {m.start()}, "
+                             f"which is not valid Unicode; decode the bytes with errors='replace' instead")
 
     def encode_batch(self, texts):
         """Encode many texts; shares the per-chunk cache, so repeated words cost one dict lookup."""
@@ -730,9 +730,11 @@ if __name__ == "__main__":
     print("BPE round trip:", bpe.decode(bpe.encode(odd)) == odd, len(bpe.encode(odd)), "tokens")
     wp = WordPieceTokenizer.train(corpus, vocab_size=40, lowercase=True)
     ids = wp.encode("The cats sat on a log!")  # '!' never occurs in the corpus: [UNK]
-    print("WordPiece:", wp.tokenize("The cats sat on a log!"), ids, repr(wp.decode(ids)))
+    print("WordPiece:", wp.tokenize("The cats sat on a log!"), ids)
+    print(" " * 10, repr(wp.decode(ids)))
 
 # Expected output:
 # BPE:       ['the', 'Ġcat', 's', 'Ġsat'] [263, 276, 87, 272] 'the cats sat'
 # BPE round trip: True 22 tokens
-# WordPiece: ['the', 'cats', 'sat', 'on', 'a', 'log', '[UNK]'] [24, 33, 29, 28, 5, 31, 1] 'the cats sat on a log [UNK]'
+# WordPiece: ['the', 'cats', 'sat', 'on', 'a', 'log', '[UNK]'] [24, 33, 29, 28, 5, 31, 1]
+#            'the cats sat on a log [UNK]'

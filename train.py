@@ -50,8 +50,8 @@ import xpt
 # the plumbing (runs.py); a few names are also used through train by demo.py, finetune.py and the benches
 from runs import (CheckpointMismatchError, CheckpointUnreadableError, NonFiniteLossError,  # noqa: F401
                   OutputInUseError, _file_sha, _Run, check_settings, data_sha,
-                  distributed, fingerprint, get_tokenizer, output_lock, pick_device, rank0_first, read_documents,
-                  read_log, read_text, tokenize_documents)
+                  distributed, fingerprint, get_tokenizer, output_lock, pick_device, rank0_first,
+                  read_documents, read_log, read_text, tokenize_documents)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ class Settings:
     tokenizer: str = "bpe"        # tokenizer kind to train: bpe (byte-level, RoBERTa) | wordpiece (BERT)
     tokenizer_dir: str = ""       # use this saved tokenizer instead of training one
     vocab_size: int = 4000        # vocabulary size when training a tokenizer
-    packing: str = "full"         # full: RoBERTa FULL-SENTENCES | nsp: BERT pairs, next sentence | sop: ALBERT order
+    packing: str = "full"         # full: RoBERTa FULL-SENTENCES | nsp: BERT pairs | sop: ALBERT's order
     max_len: int = 64             # tokens per training sequence, specials included
     # --- model (fresh models only; a source checkpoint brings its own)
     hidden_size: int = 128        # width of every layer
@@ -93,7 +93,7 @@ class Settings:
     generator_size: float = 0.25  # electra: the generator's width as a fraction of the discriminator's
     disc_weight: float = 50.0     # electra: weight of the discriminator's loss (the paper's lambda)
     # --- XPT (xpt.py)
-    source: str = ""              # source model: HF-format dir; the demo also: shipped (data/source_en) | pretrain
+    source: str = ""              # source model: HF-format dir (the demo also: shipped | pretrain)
     method: str = "xpt"           # scratch | embeddings-only | xpt-no-itl | xpt-one-phase | xpt
     itl_layers: int = 1           # encoder layers per implicit translation layer
     phase1_steps: int = 300       # phase 1: only the new parameters train
@@ -190,7 +190,8 @@ def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed, ord
                 b = o[s:s + max(len(b), 1)]
                 label = 1
             tokens = np.concatenate([[cls_id], a, [sep_id], b, [sep_id]])[:max_len]
-            seg = np.concatenate([np.zeros(len(a) + 2, dtype=np.int64), np.ones(len(b) + 1, dtype=np.int64)])[:max_len]
+            seg = np.concatenate([np.zeros(len(a) + 2, dtype=np.int64),
+                                  np.ones(len(b) + 1, dtype=np.int64)])[:max_len]
             row = np.full(max_len, pad_id, dtype=np.int64)
             row[:len(tokens)] = tokens
             srow = np.zeros(max_len, dtype=np.int64)
@@ -463,7 +464,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
         return run.record_eval(r)
 
     model.train()
-    bar = tqdm(total=steps, initial=run.step, desc=desc, disable=not run.master, dynamic_ncols=True, leave=True)
+    bar = tqdm(total=steps, initial=run.step, desc=desc, disable=not run.master, dynamic_ncols=True,
+               leave=True)
     while run.step < steps:
         step = run.step  # (steps done so far in this run; step_offset + step in the whole story)
         # the global batch of this step, masked with a generator seeded by (seed, step): both are pure
@@ -476,9 +478,9 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
             special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts,
             spans=s.span_masking)
         lr = s.lr * lr_at(step, steps, warmup_steps)
-        loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum, micro=s.batch_size,
-                                     rank=run.rank, world=run.world, max_grad_norm=s.max_grad_norm,
-                                     autocast=run.autocast)
+        loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum,
+                                     micro=s.batch_size, rank=run.rank, world=run.world,
+                                     max_grad_norm=s.max_grad_norm, autocast=run.autocast)
         if grad_norm is None:  # a non-finite loss: nothing was stepped
             bar.close()
             raise run.non_finite(loss)
@@ -653,16 +655,18 @@ def fresh_config(s, tok):
         model_type="roberta" if roberta else "bert", layer_norm_eps=1e-5 if roberta else 1e-12)
 
 
-def electra_configs(s, tok):
-    """(discriminator, generator) configs for --objective=electra: the discriminator of the settings'
-    size, the generator bert.electra_generator_config of it (generator_size as wide). ELECTRA numbers
-    positions like BERT, whatever the tokenizer's pad id."""
+def electra_model(s, tok):
+    """--objective=electra: (bert.ElectraPair, its run config): a discriminator of the settings' size
+    and a generator bert.electra_generator_config of it (generator_size as wide), one loss. ELECTRA
+    numbers positions like BERT, whatever the tokenizer's pad id."""
     disc = bert.BertConfig(vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
                            num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
                            hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
                            max_position_embeddings=s.max_len, type_vocab_size=1, pad_token_id=tok.pad_id,
                            model_type="electra")
-    return disc, bert.electra_generator_config(disc, s.generator_size)
+    gen = bert.electra_generator_config(disc, s.generator_size)
+    model = bert.ElectraPair(bert.ElectraForMaskedLM(gen), bert.ElectraForPreTraining(disc), s.disc_weight)
+    return model, {"model": disc.to_dict(), "generator": gen.to_dict(), "disc_weight": s.disc_weight}
 
 
 def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm"):
@@ -677,13 +681,12 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
         t = tok or get_tokenizer(s, split_documents(s, corpus, valid_corpus)[0], out_dir)
         return (t, *build_datasets(s, t, corpus, valid_corpus, out_dir / "cache"))
     if s.objective == "electra" and s.packing != "full":
-        raise ValueError("--objective=electra pretrains on --packing=full (ELECTRA has no sentence-pair task)")
+        raise ValueError("--objective=electra pretrains on --packing=full "
+                         "(ELECTRA has no sentence-pair task)")
     tok, train_data, valid_data = rank0_first(prepare)
     torch.manual_seed(s.seed)
-    if s.objective == "electra":  # ELECTRA: a generator and the discriminator, one loss (bert.ElectraPair)
-        cfg, gen_cfg = electra_configs(s, tok)
-        model = bert.ElectraPair(bert.ElectraForMaskedLM(gen_cfg), bert.ElectraForPreTraining(cfg), s.disc_weight)
-        run_config = {"model": cfg.to_dict(), "generator": gen_cfg.to_dict(), "disc_weight": s.disc_weight}
+    if s.objective == "electra":
+        model, run_config = electra_model(s, tok)
     else:
         cfg = fresh_config(s, tok)
         model = (bert.BertForPreTraining if s.packing in ("nsp", "sop") else bert.BertForMaskedLM)(cfg)
@@ -770,7 +773,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     s = check_settings(parse_args(argv))
     if s.task not in ("mlm", "xpt"):
-        raise ValueError(f"task must be mlm or xpt, got {s.task!r} (python train.py with no --task runs the demo)")
+        raise ValueError(f"task must be mlm or xpt, got {s.task!r} "
+                         f"(python train.py with no --task runs the demo)")
     with output_lock(s.out_dir):
         run_mlm(s) if s.task == "mlm" else run_xpt_task(s)
 

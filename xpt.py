@@ -50,7 +50,8 @@ import math
 
 import torch
 
-from bert import BertForMaskedLM, ElectraForMaskedLM, ElectraForPreTraining, ElectraPair, electra_generator_config
+from bert import (BertForMaskedLM, ElectraForMaskedLM, ElectraForPreTraining, ElectraPair,
+                  electra_generator_config)
 
 METHODS = ("scratch", "embeddings-only", "xpt-no-itl", "xpt-one-phase", "xpt")
 
@@ -59,33 +60,15 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
               reuse_positions=True, reuse_token_types=True, reuse_embedding_norm=True,
               reuse_head_transform=True, source_tokenizer=None, target_tokenizer=None, seed=None,
               generator_size=0.25, disc_weight=50.0):
-    """Build a masked LM for the target vocabulary from a source `BertForMaskedLM` (or, beyond the
-    paper, an ELECTRA model for the target language from a source `ElectraForPreTraining`).
-
-    source:             a bert.BertForMaskedLM (e.g. `BertForMaskedLM.from_pretrained(dir)`; an
-                        encoder-only checkpoint is fine: its fresh MLM head is not reused by default
-                        beyond the transform, see reuse_head_transform).
-    target_vocab_size:  size of the target tokenizer's vocabulary.
-    method:             one of METHODS (see the module docstring).
-    itl_layers:         encoder layers per ITL (ignored by the methods without ITLs).
-    target_pad_token_id: the target tokenizer's pad id (matters for RoBERTa positions); None keeps the
-                        source's.
-    source_tokenizer, target_tokenizer: both given -> copy the vectors of tokens present in both
-                        vocabularies (beyond the paper; off by default).
-    seed:               seeds the random init of the new parameters (None: use the global RNG).
-
-    generator_size, disc_weight: ELECTRA sources only (see below).
-
-    Returns a bert.BertForMaskedLM with `model.xpt` = {"method", "reused": set of parameter names copied
-    from the source, "itl_in": range, "body": range, "itl_out": range, "copied_embeddings": int}.
-
-    An ELECTRA source (`bert.ElectraForPreTraining`, the discriminator) gives a `bert.ElectraPair`:
-    the target discriminator is built exactly like the masked LM above (its replaced-token head is
-    reused like the MLM transform: it reads hidden states, not words), and a new target-language
-    generator, generator_size as wide, shares its embedding tables. The generator has no source
-    counterpart, so it is new and trains in both phases. Names in `reused` then start with
-    "discriminator.".
-    """
+    """A masked LM for the target vocabulary built from a source `bert.BertForMaskedLM` (section 3.2):
+    new word embeddings, k ITL layers at each end (k = itl_layers for the methods that have ITLs), the
+    source's L layers in between, copied with the language-independent parts of its embeddings and
+    MLM head (the reuse_* switches). An encoder-only source is fine (its fresh MLM head is not copied).
+    target_pad_token_id: the target tokenizer's pad id (RoBERTa positions depend on it). source_ and
+    target_tokenizer both given: vectors of tokens in both vocabularies are copied too (beyond the
+    paper). seed: the new parameters' init (None: the global RNG). An ELECTRA source (beyond the paper):
+    see `_electra_pair`. Returns the model, in phase 1, with `model.xpt` = {"method", "reused" (names
+    copied from the source), "itl_in", "body", "itl_out" (layer ranges), "copied_embeddings", ...}."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     src_cfg = source.config
@@ -98,35 +81,54 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
     if k < 0:
         raise ValueError(f"itl_layers must be >= 0, got {itl_layers}")
     L = src_cfg.num_hidden_layers
-
     cfg = copy.deepcopy(src_cfg)
     cfg.vocab_size = target_vocab_size
     cfg.num_hidden_layers = k + L + k  # ITL_in, the source's layers, ITL_out
     if target_pad_token_id is not None:
         cfg.pad_token_id = target_pad_token_id
-
     electra = isinstance(source, ElectraForPreTraining)
-    body_cls = ElectraForPreTraining if electra else BertForMaskedLM
-    def build():  # the target model (and, for ELECTRA, its new generator), freshly initialised
-        return body_cls(cfg), ElectraForMaskedLM(electra_generator_config(cfg, generator_size)) if electra else None
+    model, generator = _fresh_models(cfg, electra, generator_size, seed)
 
-    if seed is not None:
-        # Fork the RNG so that building a model does not disturb the caller's random stream.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model, generator = build()
-    else:
-        model, generator = build()
+    reused, skipped, copied_embeddings = set(), [], 0
+    if method != "scratch":
+        reused, skipped = reuse_source(model, source, k, positions=reuse_positions,
+                                       token_types=reuse_token_types, embedding_norm=reuse_embedding_norm,
+                                       head_transform=reuse_head_transform)
+        if source_tokenizer is not None and target_tokenizer is not None:
+            copied_embeddings = copy_shared_embeddings(source, model, source_tokenizer, target_tokenizer)
+    if electra:
+        model, reused = _electra_pair(model, generator, reused, disc_weight)
+    model.xpt = {"method": method, "reused": reused, "itl_in": range(0, k), "body": range(k, k + L),
+                 "itl_out": range(k + L, k + L + k), "copied_embeddings": copied_embeddings,
+                 "not_reused_because_fresh": skipped}
+    set_phase(model, 1)
+    return model
 
-    reused = set()
+
+def _fresh_models(cfg, electra, generator_size, seed):
+    """The target model, freshly initialised (and for an ELECTRA source its new generator), under `seed`
+    in a forked RNG so that building does not disturb the caller's random stream."""
+    def build():
+        body = (ElectraForPreTraining if electra else BertForMaskedLM)(cfg)
+        return body, ElectraForMaskedLM(electra_generator_config(cfg, generator_size)) if electra else None
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def reuse_source(model, source, k, *, positions=True, token_types=True, embedding_norm=True,
+                 head_transform=True):
+    """Copy the source's language-independent parts into the target model (section 3.2). Returns
+    (names of the copied parameters, parts left new because the source's were freshly initialised)."""
+    reused, skipped = set(), []
     # subtle: an encoder-only checkpoint (e.g. MiniLM) loads into BertForMaskedLM with a *random* MLM
     # head, listed in `source.fresh_parameters`. Copying that would freeze random weights and call them
     # "reused"; such parts stay new instead (seeded init, trained in phase 1).
     fresh = set(getattr(source, "fresh_parameters", None) or [])
-    skipped = []
 
     def copy_module(dst, src, prefix):
-        # Copy every tensor of `src` into `dst` and remember the names as "reused".
         names = [f"{prefix}.{n}" for n, _ in src.named_parameters()]
         if any(n in fresh for n in names):
             skipped.append(prefix)
@@ -134,60 +136,56 @@ def build_xpt(source, target_vocab_size, *, method="xpt", itl_layers=1, target_p
         dst.load_state_dict(src.state_dict())
         reused.update(names)
 
-    copied_embeddings = 0
-    if method != "scratch":
-        se, te = source.bert.embeddings, model.bert.embeddings
-        # 3.2: the encoder layers are (mostly) language-independent -> reuse all of them, in order,
-        # between the two ITLs.
-        for i in range(L):
-            copy_module(model.bert.layers[k + i], source.bert.layers[i], f"bert.layers.{k + i}")
-        # Word order is not language-specific in its *mechanism*: the position table tells the
-        # encoder where a token is, which the reused layers were trained to read.
-        if reuse_positions:
-            copy_module(te.position_embeddings, se.position_embeddings, "bert.embeddings.position_embeddings")
-            shift = cfg.pad_token_id - src_cfg.pad_token_id
-            if src_cfg.is_roberta and shift:
-                # subtle: RoBERTa's first real position has row pad_token_id + 1. A target tokenizer
-                # with another pad id moves every position to another row, so move the table with it.
-                with torch.no_grad():
-                    w, sw = te.position_embeddings.weight, se.position_embeddings.weight
-                    n = sw.shape[0] - (src_cfg.pad_token_id + 1) - max(shift, 0)
-                    w[cfg.pad_token_id + 1:cfg.pad_token_id + 1 + n] = \
-                        sw[src_cfg.pad_token_id + 1:src_cfg.pad_token_id + 1 + n]
-        # Segment embeddings mark sentence A/B: a structural signal, not a lexical one.
-        if reuse_token_types:
-            copy_module(te.token_type_embeddings, se.token_type_embeddings, "bert.embeddings.token_type_embeddings")
-        # The embedding LayerNorm sets the scale of what enters the encoder; keep what it expects.
-        if reuse_embedding_norm:
-            copy_module(te.layer_norm, se.layer_norm, "bert.embeddings.layer_norm")
-        # ALBERT-style factorised embeddings: the E->H projection belongs with the encoder's input.
-        if te.projection is not None and se.projection is not None:
-            copy_module(te.projection, se.projection, "bert.embeddings.projection")
-        # The MLM head's transform (dense + GELU + LayerNorm) maps encoder states to "embedding
-        # space"; it is language-independent in the same sense as the layers. The decoder is tied to
-        # the NEW word embeddings, and its bias (a per-token log-frequency prior) is new.
-        if reuse_head_transform and electra:  # ELECTRA's "replaced?" head reads hidden states only
-            copy_module(model.rtd, source.rtd, "rtd")
-        elif reuse_head_transform:
-            copy_module(model.head.dense, source.head.dense, "head.dense")
-            copy_module(model.head.layer_norm, source.head.layer_norm, "head.layer_norm")
-        if source_tokenizer is not None and target_tokenizer is not None:
-            copied_embeddings = copy_shared_embeddings(source, model, source_tokenizer, target_tokenizer)
+    se, te = source.bert.embeddings, model.bert.embeddings
+    # 3.2: the encoder layers are (mostly) language-independent -> reuse all of them, in order,
+    # between the two ITLs.
+    for i in range(source.config.num_hidden_layers):
+        copy_module(model.bert.layers[k + i], source.bert.layers[i], f"bert.layers.{k + i}")
+    # Word order is not language-specific in its *mechanism*: the position table tells the
+    # encoder where a token is, which the reused layers were trained to read.
+    if positions:
+        copy_module(te.position_embeddings, se.position_embeddings, "bert.embeddings.position_embeddings")
+        shift_roberta_positions(te.position_embeddings.weight, se.position_embeddings.weight, model.config,
+                                source.config)
+    # Segment embeddings mark sentence A/B: a structural signal, not a lexical one.
+    if token_types:
+        copy_module(te.token_type_embeddings, se.token_type_embeddings,
+                    "bert.embeddings.token_type_embeddings")
+    # The embedding LayerNorm sets the scale of what enters the encoder; keep what it expects.
+    if embedding_norm:
+        copy_module(te.layer_norm, se.layer_norm, "bert.embeddings.layer_norm")
+    # ALBERT-style factorised embeddings: the E->H projection belongs with the encoder's input.
+    if te.projection is not None and se.projection is not None:
+        copy_module(te.projection, se.projection, "bert.embeddings.projection")
+    # The MLM head's transform (dense + GELU + LayerNorm) maps encoder states to "embedding
+    # space"; it is language-independent in the same sense as the layers. The decoder is tied to
+    # the NEW word embeddings, and its bias (a per-token log-frequency prior) is new.
+    if head_transform and isinstance(source, ElectraForPreTraining):  # "replaced?" reads hidden states only
+        copy_module(model.rtd, source.rtd, "rtd")
+    elif head_transform:
+        copy_module(model.head.dense, source.head.dense, "head.dense")
+        copy_module(model.head.layer_norm, source.head.layer_norm, "head.layer_norm")
+    return reused, skipped
 
-    if electra:  # the target discriminator and its new generator, one module with one loss
-        model = ElectraPair(generator, model, disc_weight)
-        reused = {f"discriminator.{n}" for n in reused}
-    model.xpt = {
-        "method": method,
-        "reused": reused,
-        "itl_in": range(0, k),
-        "body": range(k, k + L),
-        "itl_out": range(k + L, k + L + k),
-        "copied_embeddings": copied_embeddings,
-        "not_reused_because_fresh": skipped,
-    }
-    set_phase(model, 1)
-    return model
+
+@torch.no_grad()
+def shift_roberta_positions(weight, source_weight, cfg, src_cfg):
+    """subtle: RoBERTa's first real position has row pad_token_id + 1. A target tokenizer with another
+    pad id moves every position to another row, so the copied table moves with it (in place)."""
+    shift = cfg.pad_token_id - src_cfg.pad_token_id
+    if not (src_cfg.is_roberta and shift):
+        return
+    n = source_weight.shape[0] - (src_cfg.pad_token_id + 1) - max(shift, 0)
+    weight[cfg.pad_token_id + 1:cfg.pad_token_id + 1 + n] = \
+        source_weight[src_cfg.pad_token_id + 1:src_cfg.pad_token_id + 1 + n]
+
+
+def _electra_pair(discriminator, generator, reused, disc_weight):
+    """XPT from an ELECTRA source (beyond the paper): the target discriminator was built exactly like the
+    masked LM (its replaced-token head reused like the MLM transform: it reads hidden states, not
+    words); the new target-language generator shares its embedding tables, has no source counterpart
+    and trains in both phases. Returns (bert.ElectraPair, reused names under "discriminator.")."""
+    return ElectraPair(generator, discriminator, disc_weight), {f"discriminator.{n}" for n in reused}
 
 
 def _token_key(tokenizer, token):
@@ -396,10 +394,12 @@ def report(model):
     rows.append(("total", f"{totals['all']:,}", f"{totals['reused'] / max(totals['all'], 1):.0%} reused",
                  f"{totals[1]:,}", f"{totals[2]:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    copied = info["copied_embeddings"]
     lines = [f"XPT model, method={info['method']!r}"
-             + (f", {info['copied_embeddings']} embeddings copied from the source" if info["copied_embeddings"] else "")]
+             + (f", {copied} embeddings copied from the source" if copied else "")]
     for j, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells))
         if j == 0 or j == len(rows) - 2:
             lines.append("  ".join("-" * w for w in widths))
     notes = ["(the decoder is tied to the word embeddings, so it has no row of its own)"]

@@ -660,7 +660,7 @@ def test_xpt_from_an_electra_discriminator(tok, corpus, tmp_path):
     bit-identical to it while the new generator (no source counterpart) and the new words have trained;
     phase 2 moves everything; the result is saved as an ELECTRA discriminator with its generator."""
     s = tiny_settings(phase1_steps=3, phase2_steps=3, hidden_size=32, num_heads=4, generator_size=0.5)
-    cfg, _ = train.electra_configs(s, tok)
+    cfg = train.electra_model(s, tok)[0].discriminator.config
     torch.manual_seed(0)
     src = bert.ElectraForPreTraining(cfg)
     src.save_pretrained(tmp_path / "src")
