@@ -66,6 +66,7 @@ import json
 import math
 import multiprocessing
 import sys
+import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -766,6 +767,15 @@ def _size(x):
     return f"{x / 1000:g} KB" if x < 1_000_000 else f"{x / 1e6:g} MB"
 
 
+def wrapped(lines, width=110):
+    """Markdown lines with every prose line wrapped at `width` (table rows and blank lines as they are)."""
+    out = []
+    for line in lines:
+        out += [line] if line.startswith("|") or len(line) <= width else textwrap.wrap(
+            line, width, subsequent_indent="  " if line.startswith("- ") else "", break_on_hyphens=False)
+    return "\n".join(out)
+
+
 def _ms(mean, std, fmt="{:.3f}"):
     if mean is None:
         return "-"
@@ -816,7 +826,7 @@ def markdown(res):
               f"{res['worker_seconds'] / 3600:.1f} worker-hours; step cap {st['max_steps']:,}, early stopping only "
               f"after {st['min_steps']['scratch']:,} steps for scratch ({st['min_steps']['xpt']:,} for xpt's phase 2) "
               f"and {st['patience'] * st['eval_every']:,} steps without a better dev loss."]
-    return "\n".join(lines)
+    return wrapped(lines)
 
 
 def plot(res, path):

@@ -176,8 +176,8 @@ def markdown(res):
              f"(seeds {res['seeds']}; mean ± std). Floors: majority class {fl['majority']:.1%}, bag-of-words "
              f"logistic regression {fl['bow_logreg']:.1%}; held-out MLM losses next to the unigram floor, "
              f"{res['unigram_loss']:.3f}.", "",
-             "| objective | pretraining time (s) | held-out MLM loss (generator's for ELECTRA) | "
-             "discriminator right on replaced / original | test accuracy | per seed |",
+             "| objective | pretrain (s) | MLM loss (ELECTRA: generator) | disc. right: replaced / original "
+             "| accuracy | per seed |",
              "|---|---|---|---|---|---|"]
     for o, rs in by.items():
         secs = de._mean_std([r["seconds"] for r in rs])
@@ -193,7 +193,7 @@ def markdown(res):
         if d_std is None or abs(d_mean) <= 2 * d_std else ("ELECTRA ahead" if d_mean > 0 else "MLM ahead")
     lines += ["", f"Paired difference ELECTRA - MLM in test accuracy: {de._ms(d_mean, d_std, '{:+.1%}')}: {verdict}."
               f" Measured in {res['seconds'] / 60:.0f} min ({res.get('calls', 1)} call(s) that trained)."]
-    return "\n".join(lines)
+    return de.wrapped(lines)
 
 
 def main(argv=None):

@@ -21,6 +21,20 @@ def test_readme_states_the_two_commands():
     assert "python -m pytest -q" in ci and "requirements-dev.txt" in ci
 
 
+def test_readme_snippet_runs_and_the_docs_stay_short(capsys):
+    """The README's ten lines of Python run as printed (one XPT step on the shipped source), the README
+    stays a front page (<= 160 lines) and no Markdown line is over 120 characters."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    [code] = re.findall(r"```python\n(.*?)```", text, re.S)
+    exec(compile(code, "README.md", "exec"), {})
+    assert "encoder layers 1-4 (source)" in capsys.readouterr().out
+    assert len(text.splitlines()) <= 160
+    for md in [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("bench/*.md"), *ROOT.glob("data/*.md")]:
+        long = [i + 1 for i, line in enumerate(md.read_text().splitlines()) if len(line) > 120]
+        assert not long, f"{md.name}: lines {long} are over 120 characters"
+
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """A fresh clone of the committed repository (what CI and a new user get)."""
