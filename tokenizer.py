@@ -427,13 +427,17 @@ class BPETokenizer(_Vocab):
     # ---- files -------------------------------------------------------------------------------------
 
     def save(self, directory):
-        """Write vocab.json + merges.txt in the GPT-2/RoBERTa layout (readable by HF tokenizers)."""
+        """Write vocab.json + merges.txt in the GPT-2/RoBERTa layout, and tokenizer_config.json +
+        special_tokens_map.json so that HF's AutoTokenizer loads them as RoBERTa's tokenizer (whatever
+        the model type beside them) and gives our ids."""
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
             json.dump({t: i for i, t in enumerate(self._id_to_token)}, f, ensure_ascii=False)
         with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
             f.write("#version: 0.2\n")
             f.writelines(f"{a} {b}\n" for a, b in self.merges)
+        if set(self.SPECIALS.values()) <= set(self.special_tokens):  # (RoBERTa's specials: not GPT-2's)
+            _write_hf_tokenizer_config(directory, "RobertaTokenizer", self.SPECIALS, add_prefix_space=False)
 
     @classmethod
     def load(cls, directory):
@@ -459,6 +463,27 @@ class BPETokenizer(_Vocab):
                                          f"not in {vocab_json}")
                 merges.append((parts[0], parts[1]))
         return cls(vocab, merges)
+
+
+def _write_hf_tokenizer_config(directory, tokenizer_class, specials, **settings):
+    """tokenizer_config.json and special_tokens_map.json with HF's field names: the tokenizer class
+    (AutoTokenizer picks it over the model type), the special tokens by role, and `settings`.
+
+    subtle: RoBERTa's <mask> is marked lstrip: the space before it belongs to the masked word
+    ("not to <mask>," must give 'Ġto', '<mask>', not 'Ġto', 'Ġ', '<mask>': a sequence the model never saw
+    in training, where <mask> replaced the word's own Ġ-token)."""
+    roles = {"bos_token": "bos_id", "eos_token": "eos_id", "sep_token": "sep_id", "cls_token": "cls_id",
+             "unk_token": "unk_id", "pad_token": "pad_id", "mask_token": "mask_id"}
+    tokens = {role: specials[attr] for role, attr in roles.items()}
+    if tokenizer_class == "RobertaTokenizer":
+        tokens["mask_token"] = {"content": tokens["mask_token"], "lstrip": True, "rstrip": False,
+                                "normalized": False, "single_word": False, "special": True}
+    else:  # (BERT's files name only its own five)
+        tokens = {k: v for k, v in tokens.items() if k not in ("bos_token", "eos_token")}
+    for name, body in (("tokenizer_config.json", {"tokenizer_class": tokenizer_class, **tokens, **settings}),
+                       ("special_tokens_map.json", tokens)):
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            json.dump(body, f, indent=2, ensure_ascii=False)
 
 
 def _read_vocab_json(path):
@@ -676,9 +701,8 @@ class WordPieceTokenizer(_Vocab):
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
             f.writelines(t + "\n" for t in self._id_to_token)
-        with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-            json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": self.lowercase,
-                       "strip_accents": self.strip_accents}, f, indent=2)
+        _write_hf_tokenizer_config(directory, "BertTokenizer", self.SPECIALS, do_lower_case=self.lowercase,
+                                   strip_accents=self.strip_accents)
 
     @classmethod
     def load(cls, directory):

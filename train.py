@@ -32,6 +32,7 @@ Differs from the references (RoBERTa/BERT training code):
 """
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -696,9 +697,7 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
     evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
                        tok_info=tokenizer_info(tok, s), s=s,
                        run_config={**run_config, "data": data_sha(train_data, valid_data)}, desc=desc)
-    if int(os.environ.get("RANK", "0")) == 0:
-        model.save_pretrained(out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
-        tok.save(out_dir / "model")
+    save_model(model, tok, out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
     return model, tok, evals
 
 
@@ -749,10 +748,22 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
                         desc=name, step_offset=offset)
         offset = ev[-1]["step"]  # (= offset + steps unless phase 1 stopped early)
         evals.extend({**e, "phase": phase} for e in ev)
-    if int(os.environ.get("RANK", "0")) == 0:
-        model.save_pretrained(out_dir / "model")
-        tok.save(out_dir / "model")
+    save_model(model, tok, out_dir / "model")
     return model, evals
+
+
+def save_model(model, tok, directory):
+    """The model in HF's layout with its tokenizer beside it (rank 0 only); the tokenizer's HF config
+    learns the model's length, so HF tools truncate to what the positions allow."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    model.save_pretrained(directory)
+    tok.save(directory)
+    path = Path(directory) / "tokenizer_config.json"
+    if path.exists():
+        config = json.loads(path.read_text(encoding="utf-8"))
+        bert.atomic_write(path, json.dumps({**config, "model_max_length": model.config.max_len}, indent=2,
+                                           ensure_ascii=False).encode())
 
 
 def run_xpt_task(s):
