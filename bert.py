@@ -649,6 +649,28 @@ def electra_generator_config(disc: BertConfig, fraction: float) -> BertConfig:
                                                               / disc.hidden_size)))
 
 
+def electra_eval_counts(out, attention_mask, counts):
+    """ELECTRA's discriminator on the real tokens of one evaluated batch: add its summed loss and its
+    right answers on replaced and on original tokens to `counts`."""
+    real = attention_mask.bool()
+    d_logits, replaced = out.disc_logits[real].float(), out.replaced[real]
+    right = (d_logits > 0) == replaced
+    counts["loss"] += F.binary_cross_entropy_with_logits(d_logits, replaced.float(), reduction="sum").item()
+    counts["tokens"] += real.sum().item()
+    counts["replaced"] += replaced.sum().item()
+    counts["replaced_right"] += (right & replaced).sum().item()
+    counts["original_right"] += (right & ~replaced).sum().item()
+
+
+def electra_eval_metrics(counts):
+    """The discriminator's mean loss, its accuracy on replaced and on original tokens, the replaced share."""
+    original = counts["tokens"] - counts["replaced"]
+    return {"disc_loss": counts["loss"] / counts["tokens"],
+            "disc_acc_replaced": counts["replaced_right"] / max(counts["replaced"], 1),
+            "disc_acc_original": counts["original_right"] / max(original, 1),
+            "replaced_share": counts["replaced"] / counts["tokens"]}
+
+
 class ElectraPairOutput(NamedTuple):
     loss: Optional[torch.Tensor]  # generator MLM loss + disc_weight x discriminator loss
     logits: torch.Tensor  # the generator's MLM logits, as in MaskedLMOutput

@@ -29,8 +29,8 @@ from pathlib import Path
 import bert
 import tokenizer as tokenizers_mod
 import train
-from train import (CheckpointMismatchError, build_datasets, evaluate, get_tokenizer, majority_accuracy,
-                   pick_device, read_documents, read_log, run_mlm, run_xpt, unigram_loss)
+from train import (CheckpointMismatchError, build_datasets, evaluate, floors, get_tokenizer,  # noqa: F401
+                   learned_context, pick_device, read_documents, read_log, run_mlm, run_xpt)
 
 HERE = Path(__file__).resolve().parent
 
@@ -102,12 +102,6 @@ def _english_extra_docs():
     return tuple(docs)
 
 
-def learned_context(loss, floor, margin=0.1):
-    """The demo's reading of a held-out loss against its unigram floor: "yes" only when the loss is more
-    than `margin` nats below the floor (what token frequencies alone cannot reach)."""
-    return "yes" if loss < floor - margin else "no"
-
-
 def _stage(title, text):
     print(f"\n=== {title} ===")
     print(text)
@@ -133,13 +127,6 @@ def _retrying(fn, what, directory):
         return fn()
 
 
-def _floors(tok, train_data, valid_data):
-    """(unigram loss, majority accuracy) of the packed held-out ids, counts from the packed training ids
-    (special tokens, the packing's among them, are left out of both)."""
-    tr, va = train_data["input_ids"].numpy().ravel(), valid_data["input_ids"].numpy().ravel()
-    return unigram_loss(tr, va, len(tok), tok.special_ids), majority_accuracy(tr, va, tok.special_ids)
-
-
 @dataclasses.dataclass
 class DemoSettings(train.Settings):
     preset: str = "default"       # demo size: default (~minutes on a laptop CPU) | tiny (seconds, for tests)
@@ -163,13 +150,7 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """main() for the command line: a user's mistake is one line "error: ..." and exit status 2."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, train.NonFiniteLossError, train.OutputInUseError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return train.runs.command(main, argv)
 
 
 def run_demo(s, given=()):
@@ -188,8 +169,8 @@ def run_demo(s, given=()):
     scratch_s = dataclasses.replace(s, lr=s.scratch_lr or s.lr)
     stage_arms(s, scratch_s, out, source_dir, ko_tok, train_data, valid_data)
     if s.stage in ("all", "compare"):
-        floors = _floors(ko_tok, train_data, valid_data)
-        stage_compare(s, scratch_s, out, source, floors, t0)
+        ko_floors = floors(ko_tok, train_data, valid_data)
+        stage_compare(s, scratch_s, out, source, ko_floors, t0)
 
 
 def configure(s, given):
@@ -320,9 +301,9 @@ def stage_arms(s, scratch_s, out, source_dir, ko_tok, train_data, valid_data):
                                   method="scratch"), "scratch", out / "scratch")
 
 
-def stage_compare(s, scratch_s, out, source, floors, t0):
+def stage_compare(s, scratch_s, out, source, ko_floors, t0):
     """5. Every loss next to its floor, the reading in words, results.json and the plot."""
-    ko_floor, ko_acc_floor = floors
+    ko_floor, ko_acc_floor = ko_floors
     n_target = s.phase1_steps + s.phase2_steps
     _stage("5. comparison on held-out Korean",
            "Masked-LM loss at [MASK] positions (every held-out token masked once; lower is better), next to\n"
@@ -418,7 +399,7 @@ def _source_summary(s, source_dir, en_train, en_valid, cache):
     train_data, valid = build_datasets(s, tok, en_train, en_valid, cache)
     r = evaluate(model, valid, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
                  batch_size=s.batch_size, device=device)
-    floor, acc_floor = _floors(tok, train_data, valid)
+    floor, acc_floor = floors(tok, train_data, valid)
     card = source_dir / "source.json"
     curve = json.loads(card.read_text())["curve"] if card.exists() else []
     best = min([r["loss"]] + [e["eval_loss"] for e in curve]) if curve else None

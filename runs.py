@@ -27,9 +27,11 @@ import json
 import math
 import os
 import random
+import signal
 import re
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -117,11 +119,70 @@ def check_settings(s):
     }
     problems = [f"--{k} must be {need}, got {getattr(s, k)}" for k, (ok, need) in rules.items()
                 if hasattr(s, k) and not ok(getattr(s, k))]  # (source_steps ...: the demo's settings)
+    if hasattr(s, "device"):
+        problems += device_problems(s.device)
     if not problems and s.hidden_size % s.num_heads:
         problems.append(f"--hidden_size={s.hidden_size} must be divisible by --num_heads={s.num_heads}")
     if problems:
         raise ValueError("; ".join(problems))
     return s
+
+
+# settings that only one task uses: naming one for the other task is a mistake, not a no-op
+ONLY_FOR = {"xpt": ("phase1_steps", "phase2_steps", "method", "source", "itl_layers", "reused_lr_scale",
+                    "init_shared", "phase1_patience"),
+            "mlm": ("steps", "objective", "generator_size", "disc_weight", "hidden_size", "num_layers",
+                    "num_heads", "intermediate_size", "packing")}
+
+
+def check_task(s, given):
+    """The task's own checks, before any text is read or tokenizer trained: the task, settings it
+    would ignore (`given`: the names on the command line), the source folder and its length."""
+    if s.task not in ("mlm", "xpt"):
+        raise ValueError(f"task must be mlm or xpt, got {s.task!r} "
+                         f"(python train.py with no --task runs the demo)")
+    other = "xpt" if s.task == "mlm" else "mlm"
+    ignored = [f"--{k}" for k in ONLY_FOR[other] if k in given]
+    if ignored:
+        hint = " (the steps of XPT are --phase1_steps and --phase2_steps)" if "--steps" in ignored else ""
+        raise ValueError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
+                         f"--task={s.task}, only to --task={other}{hint}")
+    if s.task == "xpt":
+        source = resolve_source(s.source) if s.source else None
+        if source is not None:
+            longest = bert.BertConfig.from_json_file(source / "config.json").max_len
+            if s.max_len > longest:
+                raise ValueError(f"--max_len={s.max_len} is longer than the source model's {longest} "
+                                 f"positions ({source}); use --max_len={longest} or less")
+            s = dataclasses.replace(s, source=str(source))
+    return s
+
+
+def command(main, argv=None):
+    """Run main(argv) for the command line: a user's mistake is one line "error: ..." and exit status 2;
+    a stop by Ctrl-C or SIGTERM one line too, with the shell's status for the signal (130, 143)."""
+    try:
+        main(argv)
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    except (ValueError, FileNotFoundError, NonFiniteLossError, OutputInUseError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=False):
+    """What a finished command prints last: the held-out loss `r` next to its unigram floor and the
+    verdict (learned context or not), NSP/SOP accuracy, and where the model, tokenizer and logs are."""
+    done = "already finished: " if finished_before else ""
+    lines = [f"{desc}: {done}held-out loss {r['loss']:.4f} at [MASK] positions, unigram floor {floor:.4f} "
+             f"({r['loss'] - floor:+.3f} nat): learned context: "
+             f"{verdict}; masked-token accuracy {r['acc']:.1%}"]
+    if "sentence_acc" in r:
+        lines.append(f"  sentence-pair accuracy (NSP/SOP) {r['sentence_acc']:.1%} (chance: 50%)")
+    lines += [f"  model and tokenizer (HF format): {model_dir}", f"  log: {', '.join(map(str, logs))}"]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -139,6 +200,16 @@ class CheckpointMismatchError(ValueError):
     pass
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM after finishing its step and writing a checkpoint;
+    exit_code is the shell's for that signal (130, 143)."""
+
+    def __init__(self, signum, step, where):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped at step {step} by {signal.Signals(signum).name}: checkpoint written to "
+                         f"{where}; rerun the same command to continue")
+
+
 class OutputInUseError(RuntimeError):
     """Another live run holds the output folder."""
 
@@ -152,6 +223,40 @@ def pick_device(name):
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     return torch.device(name)
+
+
+def device_problems(name):
+    """What is wrong with a --device value here, before anything runs: [] when it can be used."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", name):
+        return [f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}"]
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+        return [f"--device={name}: {why}; use --device=cpu (or auto)"]
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        return [f"--device={name}: there are {torch.cuda.device_count()} GPUs"]
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        return ["--device=mps: not available here; use --device=cpu (or auto)"]
+    return []
+
+
+def resolve_source(name):
+    """The folder of a source model: `name` itself when it is a folder, else a model of that name in the
+    local Hugging Face cache (HF_HOME, or ~/.cache/huggingface; read offline, never downloaded).
+    Raises FileNotFoundError saying what a source folder must hold."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    repo = hub / ("models--" + name.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    snapshots = [repo / "snapshots" / ref.read_text().strip()] if ref.exists() else \
+        sorted((repo / "snapshots").glob("*"))
+    for snap in snapshots:
+        if (snap / "config.json").exists():
+            return snap
+    raise FileNotFoundError(f"--source={name} is not a folder (nor a model in the Hugging Face cache {hub}): "
+                            f"give a folder with config.json and model.safetensors (or pytorch_model.bin), "
+                            f"e.g. data/source_en")
 
 
 def distributed():
@@ -182,6 +287,32 @@ def rank0_first(fn):
         dist.barrier()
         result = fn()
     return result
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """While the block runs, SIGINT and SIGTERM only record themselves in the yielded dict ("signum"):
+    the loop finishes its step, writes a checkpoint and raises Interrupted, so a stop loses nothing. A
+    second signal stops at once (the default behaviour). Outside the main thread: no handlers."""
+    flag = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    old = {sig: signal.getsignal(sig) for sig in signals}
+
+    def handler(signum, frame):
+        if flag["signum"] is not None:  # asked twice: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        flag["signum"] = signum
+    for sig in signals:
+        signal.signal(sig, handler)
+    try:
+        yield flag
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -316,7 +447,8 @@ class _Run:
         r["step"] = self.step_offset + self.step
         self.evals.append(r)
         if self.master:
-            electra = {f"eval_{k}": v for k, v in r.items() if k.startswith(("disc_", "replaced"))}
+            extra = ("disc_", "replaced", "sentence")  # (ELECTRA's discriminator, NSP/SOP)
+            electra = {f"eval_{k}": v for k, v in r.items() if k.startswith(extra)}
             _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"],
                                  "eval_acc": r["acc"], **electra})
         return r
@@ -334,6 +466,21 @@ class _Run:
         where = f"the last good checkpoint (step {self.last_ckpt}) is in {self.ckpt_path}" \
             if self.last_ckpt is not None else "no checkpoint was written yet"
         return NonFiniteLossError(f"loss is {loss} at step {self.step + 1} ({self.desc}); stopping; {where}")
+
+    def stop_requested(self, flag):
+        """Whether a signal asked this run to stop (under DDP: any rank's, so that all stop together)."""
+        asked = flag["signum"] or 0
+        if self.world > 1:
+            import torch.distributed as dist
+            t = torch.tensor([asked], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            asked = int(t.item())
+        return asked
+
+    def interrupt(self, signum):
+        """Write the checkpoint of the step just done and stop (Interrupted)."""
+        self.checkpoint()
+        return Interrupted(signum, self.step_offset + self.step, self.ckpt_path)
 
     def barrier(self):
         if self.world > 1:
@@ -600,6 +747,33 @@ def get_tokenizer(s, docs, out_dir, name="tokenizer", kind=None, vocab_size=None
     tok.save(d)
     (d / "meta.json").write_text(json.dumps(meta))
     return tok
+
+
+def split_documents(s, train_path, valid_path=None):
+    """(training documents, held-out documents). Without a held-out file, a fixed slice is held out: the
+    last valid_fraction of the documents (at least one)."""
+    docs = read_documents(train_path, s.doc_format)
+    if valid_path:
+        return docs, read_documents(valid_path, s.doc_format)
+    if len(docs) < 2:
+        raise ValueError(f"corpus {train_path} has {len(docs)} document(s); need >= 2 to hold one "
+                         f"out for evaluation (or pass --valid_corpus)")
+    k = max(1, int(round(len(docs) * s.valid_fraction)))
+    return docs[:-k], docs[-k:]
+
+
+def save_model(model, tok, directory):
+    """The model in HF's layout with its tokenizer beside it (rank 0 only); the tokenizer's HF config
+    learns the model's length, so HF tools truncate to what the positions allow."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    model.save_pretrained(directory)
+    tok.save(directory)
+    path = Path(directory) / "tokenizer_config.json"
+    if path.exists():
+        config = json.loads(path.read_text(encoding="utf-8"))
+        bert.atomic_write(path, json.dumps({**config, "model_max_length": model.config.max_len}, indent=2,
+                                           ensure_ascii=False).encode())
 
 
 # ----------------------------------------------------------------------------------------------------

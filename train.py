@@ -1,10 +1,10 @@
 """
 Masked-LM pretraining and cross-lingual post-training (XPT): data, masking, the training loop.
 
-    python train.py                                   # the whole XPT story on the toy corpus (demo.py)
     python train.py --task=mlm --corpus=FILE          # pretrain a masked LM on any text file
     python train.py --task=xpt --source=DIR --corpus=FILE   # post-train a source model on a new language
-    python train.py --help                            # every setting with its default
+    python train.py --task=mlm --help                 # every setting with its default
+    python train.py                                   # with no --task: the demo (demo.py)
 
 What is here, in reading order:
   1. Settings: one block (`Settings`), each with a comment, overridable as --key=value.
@@ -17,9 +17,8 @@ What is here, in reading order:
      backward, clipping, AdamW); `train_loop` runs it with linear warm-up/decay and evaluations.
   5. Evaluation: `evaluate` at [MASK] positions, next to the `unigram_loss` floor.
   6. Tasks: `run_mlm` pretrains; `run_xpt` trains the phases of xpt.py with the same loop.
-Plumbing (start or exact resume, atomic checkpoints, the lock, the log, DDP, argument parsing, caches):
-see runs.py. The demo (tokenizers -> English source -> XPT on Korean -> scratch -> comparison) is told
-in demo.py with these functions; `python train.py` with no --task runs it.
+Plumbing (start or exact resume, atomic checkpoints, interrupts, the lock, the log, DDP, argument
+parsing and checks, text in and caches): see runs.py, which changes nothing a model learns.
 
 Differs from the references (RoBERTa/BERT training code):
   - The data position is a pure function of the step (a fixed permutation per epoch), and so is each
@@ -52,7 +51,7 @@ import xpt
 from runs import (CheckpointMismatchError, CheckpointUnreadableError, NonFiniteLossError,  # noqa: F401
                   OutputInUseError, _file_sha, _Run, check_settings, data_sha,
                   distributed, fingerprint, get_tokenizer, output_lock, pick_device, rank0_first,
-                  read_documents, read_log, read_text, tokenize_documents)
+                  read_documents, read_log, read_text, save_model, split_documents, tokenize_documents)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,19 +204,6 @@ def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed, ord
     t = lambda x: torch.from_numpy(np.stack(x))  # noqa: E731
     return {"input_ids": t(rows), "token_type_ids": t(segs), "attention_mask": t(masks),
             "next_sentence_label": torch.tensor(labels)}
-
-
-def split_documents(s, train_path, valid_path=None):
-    """(training documents, held-out documents). Without a held-out file, a fixed slice is held out: the
-    last valid_fraction of the documents (at least one)."""
-    docs = read_documents(train_path, s.doc_format)
-    if valid_path:
-        return docs, read_documents(valid_path, s.doc_format)
-    if len(docs) < 2:
-        raise ValueError(f"corpus {train_path} has {len(docs)} document(s); need >= 2 to hold one "
-                         f"out for evaluation (or pass --valid_corpus)")
-    k = max(1, int(round(len(docs) * s.valid_fraction)))
-    return docs[:-k], docs[-k:]
 
 
 def build_datasets(s, tok, train_path, valid_path=None, cache_dir=None):
@@ -448,7 +434,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     when it holds a checkpoint of the same run_config; does nothing more when it holds final.pt
     (runs._Run: the bookkeeping). step_offset: where this run starts in a longer story (XPT's phase 2
     after phase 1): data, masks and evaluation points continue from there; the lr schedule is the run's.
-    Early stopping (s.patience, after s.min_steps): the dev-best weights are the model's at the end."""
+    Early stopping (s.patience, after s.min_steps): the dev-best weights are the model's at the end.
+    Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, runs.Interrupted is raised."""
     groups = groups if groups is not None else default_groups(model, s.weight_decay)
     run = _Run.start(model, out_dir, steps, s, groups, run_config, desc, step_offset)
     if run.finished is not None:
@@ -467,38 +454,43 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     model.train()
     bar = tqdm(total=steps, initial=run.step, desc=desc, disable=not run.master, dynamic_ncols=True,
                leave=True)
-    while run.step < steps:
-        step = run.step  # (steps done so far in this run; step_offset + step in the whole story)
-        # the global batch of this step, masked with a generator seeded by (seed, step): both are pure
-        # functions of the step, so a resumed run sees exactly what an uninterrupted one would
-        idx = batch_indices(n_rows, step_offset + step, global_batch, s.seed)
-        batch = {k: v[idx] for k, v in train_data.items()}
-        g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
-        batch["input_ids"], batch["labels"] = mask_tokens(
-            batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-            special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g, word_starts=word_starts,
-            spans=s.span_masking)
-        lr = s.lr * lr_at(step, steps, warmup_steps)
-        loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum,
-                                     micro=s.batch_size, rank=run.rank, world=run.world,
-                                     max_grad_norm=s.max_grad_norm, autocast=run.autocast)
-        if grad_norm is None:  # a non-finite loss: nothing was stepped
-            bar.close()
-            raise run.non_finite(loss)
-        run.step += 1
-        run.log_step(loss, grad_norm, lr, tokens=int(batch["attention_mask"].sum()), bar=bar,
-                     every=s.log_every, last=run.step == steps)
-        bar.update(1)
-        if s.eval_every and (step_offset + run.step) % s.eval_every == 0 and run.step != steps:
-            # (global steps, so that every arm of a comparison is evaluated at the same points)
-            r = run_eval()
-            bar.set_postfix(loss=f"{loss:.3f}", eval=f"{r['loss']:.3f}")
-            run.keep_if_best(r)
-            if run.stalled():
-                break
-        if s.ckpt_every and run.step % s.ckpt_every == 0 and run.step != steps:
-            run.checkpoint()
-        run.barrier()
+    with runs.stop_requests() as stop:
+        while run.step < steps:
+            step = run.step  # (steps done so far in this run; step_offset + step in the whole story)
+            # the global batch of this step, masked with a generator seeded by (seed, step): both are pure
+            # functions of the step, so a resumed run sees exactly what an uninterrupted one would
+            idx = batch_indices(n_rows, step_offset + step, global_batch, s.seed)
+            batch = {k: v[idx] for k, v in train_data.items()}
+            g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
+            batch["input_ids"], batch["labels"] = mask_tokens(
+                batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
+                special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g,
+                word_starts=word_starts, spans=s.span_masking)
+            lr = s.lr * lr_at(step, steps, warmup_steps)
+            loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum,
+                                         micro=s.batch_size, rank=run.rank, world=run.world,
+                                         max_grad_norm=s.max_grad_norm, autocast=run.autocast)
+            if grad_norm is None:  # a non-finite loss: nothing was stepped
+                bar.close()
+                raise run.non_finite(loss)
+            run.step += 1
+            run.log_step(loss, grad_norm, lr, tokens=int(batch["attention_mask"].sum()), bar=bar,
+                         every=s.log_every, last=run.step == steps)
+            bar.update(1)
+            if s.eval_every and (step_offset + run.step) % s.eval_every == 0 and run.step != steps:
+                # (global steps, so that every arm of a comparison is evaluated at the same points)
+                r = run_eval()
+                bar.set_postfix(loss=f"{loss:.3f}", eval=f"{r['loss']:.3f}")
+                run.keep_if_best(r)
+                if run.stalled():
+                    break
+            asked = run.stop_requested(stop) if run.step != steps else 0
+            if asked:  # Ctrl-C / SIGTERM: the step is done; checkpoint it and stop
+                bar.close()
+                raise run.interrupt(asked)
+            if s.ckpt_every and run.step % s.ckpt_every == 0 and run.step != steps:
+                run.checkpoint()
+            run.barrier()
     bar.close()
     return run.finish(run_eval)
 
@@ -538,6 +530,19 @@ def majority_accuracy(train_ids, valid_ids, special_ids=()):
     return sum(t == top for t in valid_ids) / len(valid_ids)
 
 
+def floors(tok, train_data, valid_data):
+    """(unigram loss, majority accuracy) of the packed held-out ids, counts from the packed training ids
+    (special tokens, the packing's among them, are left out of both)."""
+    tr, va = train_data["input_ids"].numpy().ravel(), valid_data["input_ids"].numpy().ravel()
+    return unigram_loss(tr, va, len(tok), tok.special_ids), majority_accuracy(tr, va, tok.special_ids)
+
+
+def learned_context(loss, floor, margin=0.1):
+    """A held-out loss read against its unigram floor: "yes" only when the loss is more than `margin`
+    nats below the floor (what token frequencies alone cannot reach)."""
+    return "yes" if loss < floor - margin else "no"
+
+
 def eval_mask_groups(input_ids, *, vocab_size, special_ids, mlm_probability=0.15, word_starts=None):
     """Split the maskable held-out positions into k = round(1 / mlm_probability) groups (a fixed seed:
     the groups depend on the held-out data alone, never on a run's seed). Masking one group at a time
@@ -574,6 +579,7 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     n = len(data["input_ids"])
     total_loss, total_right, total_n = 0.0, 0, 0
     disc = dict.fromkeys(("loss", "tokens", "replaced", "replaced_right", "original_right"), 0.0)
+    pairs = [0, 0]  # NSP/SOP: sentence pairs right, scored
     # ELECTRA samples its replacements: draw them from a fixed seed, leaving the training RNG untouched
     cuda = [device] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
@@ -582,7 +588,7 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
             if max_batches and b >= max_batches:
                 break
             batch = {k_: v[start:start + batch_size] for k_, v in data.items()}
-            batch.pop("next_sentence_label", None)
+            sentence = batch.pop("next_sentence_label", None)  # NSP/SOP: scored once per batch, below
             ids = batch["input_ids"]
             for group in range(k):
                 chosen = groups[start:start + batch_size] == group
@@ -602,37 +608,21 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
                 total_right += (logits.argmax(-1) == target).sum().item()
                 total_n += target.numel()
                 if hasattr(out, "disc_logits"):  # ELECTRA: its discriminator too
-                    electra_eval_counts(out, mb["attention_mask"], disc)
+                    bert.electra_eval_counts(out, mb["attention_mask"], disc)
+                if sentence is not None and hasattr(out, "nsp_logits"):
+                    pairs[0] += (out.nsp_logits.argmax(-1).cpu() == sentence).sum().item()
+                    pairs[1] += len(sentence)
+                    sentence = None
     model.train(was_training)
     if total_n == 0:
         raise ValueError("the held-out data has no maskable tokens")
     loss = total_loss / total_n
     r = {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n}
     if disc["tokens"]:
-        r.update(electra_eval_metrics(disc))
+        r.update(bert.electra_eval_metrics(disc))
+    if pairs[1]:
+        r["sentence_acc"] = pairs[0] / pairs[1]
     return r
-
-
-def electra_eval_counts(out, attention_mask, counts):
-    """ELECTRA's discriminator on the real tokens of one evaluated batch: add its summed loss and its
-    right answers on replaced and on original tokens to `counts`."""
-    real = attention_mask.bool()
-    d_logits, replaced = out.disc_logits[real].float(), out.replaced[real]
-    right = (d_logits > 0) == replaced
-    counts["loss"] += F.binary_cross_entropy_with_logits(d_logits, replaced.float(), reduction="sum").item()
-    counts["tokens"] += real.sum().item()
-    counts["replaced"] += replaced.sum().item()
-    counts["replaced_right"] += (right & replaced).sum().item()
-    counts["original_right"] += (right & ~replaced).sum().item()
-
-
-def electra_eval_metrics(counts):
-    """The discriminator's mean loss, its accuracy on replaced and on original tokens, the replaced share."""
-    original = counts["tokens"] - counts["replaced"]
-    return {"disc_loss": counts["loss"] / counts["tokens"],
-            "disc_acc_replaced": counts["replaced_right"] / max(counts["replaced"], 1),
-            "disc_acc_original": counts["original_right"] / max(original, 1),
-            "replaced_share": counts["replaced"] / counts["tokens"]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -694,10 +684,14 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
         run_config = {"model": cfg.to_dict()}
     print(f"{desc}: {_nparams(model):,} parameters, {len(train_data['input_ids']):,} training sequences "
           f"of {s.max_len} tokens, {len(valid_data['input_ids']):,} held out")
+    finished_before = (out_dir / "run" / "final.pt").exists()
     evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
                        tok_info=tokenizer_info(tok, s), s=s,
                        run_config={**run_config, "data": data_sha(train_data, valid_data)}, desc=desc)
     save_model(model, tok, out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary(desc, evals, tok, train_data, valid_data, out_dir / "model",
+                      [out_dir / "run" / "log.jsonl"], finished_before))
     return model, tok, evals
 
 
@@ -752,18 +746,11 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
     return model, evals
 
 
-def save_model(model, tok, directory):
-    """The model in HF's layout with its tokenizer beside it (rank 0 only); the tokenizer's HF config
-    learns the model's length, so HF tools truncate to what the positions allow."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    model.save_pretrained(directory)
-    tok.save(directory)
-    path = Path(directory) / "tokenizer_config.json"
-    if path.exists():
-        config = json.loads(path.read_text(encoding="utf-8"))
-        bert.atomic_write(path, json.dumps({**config, "model_max_length": model.config.max_len}, indent=2,
-                                           ensure_ascii=False).encode())
+def summary(desc, evals, tok, train_data, valid_data, model_dir, logs, finished_before=False):
+    """The lines a finished command ends with: how good and where everything is (runs.summary_lines)."""
+    floor, _ = floors(tok, train_data, valid_data)
+    verdict = learned_context(evals[-1]["loss"], floor)
+    return runs.summary_lines(desc, evals[-1], floor, verdict, model_dir, logs, finished_before)
 
 
 def run_xpt_task(s):
@@ -777,27 +764,26 @@ def run_xpt_task(s):
         tok = get_tokenizer(s, split_documents(s, s.corpus, s.valid_corpus)[0], out_dir)
         return (tok, *build_datasets(s, tok, s.corpus, s.valid_corpus, out_dir / "cache"))
     tok, train_data, valid_data = rank0_first(prepare)
-    return run_xpt(s, s.source, tok, train_data, valid_data, out_dir / s.method)
+    run_dir = out_dir / s.method
+    finished_before = (run_dir / f"phase{xpt.phases(s.method, s.phase1_steps, s.phase2_steps)[-1][0]}"
+                       / "final.pt").exists()
+    model, evals = run_xpt(s, s.source, tok, train_data, valid_data, run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary(s.method, evals, tok, train_data, valid_data, run_dir / "model",
+                      sorted(run_dir.glob("phase*/log.jsonl")), finished_before))
+    return model, evals
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    s = check_settings(parse_args(argv))
-    if s.task not in ("mlm", "xpt"):
-        raise ValueError(f"task must be mlm or xpt, got {s.task!r} "
-                         f"(python train.py with no --task runs the demo)")
+    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv}  # (the settings named, not defaulted)
+    s = runs.check_task(check_settings(parse_args(argv)), given)
     with output_lock(s.out_dir):
         run_mlm(s) if s.task == "mlm" else run_xpt_task(s)
 
 
 def cli(argv=None):
-    """main() for the command line: a user's mistake is one line "error: ..." and exit status 2."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, NonFiniteLossError, OutputInUseError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return runs.command(main, argv)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden_size=16", "--num_layers=1", "--num_heads=2", "--intermediate_size=32", "--max_len=16",
         "--vocab_size=300", "--batch_size=4", "--eval_every=0", "--log_every=1"]
 CORPUS = ROOT / "data" / "en_valid.txt"
+XPT_TINY = ["--max_len=16", "--batch_size=4", "--eval_every=0", "--log_every=1", "--phase1_steps=1",
+            "--phase2_steps=1"]  # (the source brings the model's sizes)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,17 @@ CASES = [
     ("masking rate", "train", ["--task=mlm", f"--corpus={CORPUS}", "--mlm_probability=1.5"], "--mlm_probability"),
     ("heads", "train", ["--task=mlm", f"--corpus={CORPUS}", "--hidden_size=17"], "divisible by --num_heads"),
     ("unknown setting", "train", ["--stepz=3"], "unknown setting 'stepz'"),
+    ("steps under xpt", "train", ["--task=xpt", "--source=data/source_en", f"--corpus={CORPUS}", "--steps=5"],
+     "--phase1_steps and --phase2_steps"),
+    ("phase steps under mlm", "train", ["--task=mlm", f"--corpus={CORPUS}", "--phase1_steps=5"],
+     "--phase1_steps does not apply to --task=mlm"),
+    ("model size under xpt", "train", ["--task=xpt", "--source=data/source_en", f"--corpus={CORPUS}",
+                                       "--hidden_size=64"], "--hidden_size does not apply to --task=xpt"),
+    ("no such device", "train", ["--task=mlm", f"--corpus={CORPUS}", "--device=gpu"], "--device must be"),
+    ("source not a folder", "train", ["--task=xpt", "--source=bert-base-uncased", f"--corpus={CORPUS}"],
+     "--source=bert-base-uncased is not a folder"),
+    ("longer than the source", "train", ["--task=xpt", "--source=data/source_en", f"--corpus={CORPUS}",
+                                         "--max_len=64"], "--max_len=64 is longer than the source"),
     ("bad type", "train", ["--steps=many"], "--steps expects int"),
     ("unknown task", "train", ["--task=mlmm"], "task must be"),
     ("missing corpus", "train", ["--task=mlm", "--corpus={d}/nope.txt"], "nope.txt"),
@@ -88,14 +101,28 @@ def test_bad_input_is_one_line_error(files, tmp_path, capsys, monkeypatch, name,
     monkeypatch.chdir(ROOT)
     argv = [a.replace("{d}", str(files)) for a in args]
     if command == "train":
-        rc = train.cli([*TINY, "--steps=2", f"--out_dir={tmp_path / 'out'}", *argv]
-                       if argv[0].startswith("--task") else argv)
+        base = [*TINY, "--steps=2"] if argv[0] != "--task=xpt" else XPT_TINY
+        rc = train.cli([*base, f"--out_dir={tmp_path / 'out'}", *argv] if argv[0].startswith("--task") else argv)
     else:
         rc = finetune.cli(argv)
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip() and "it/s]" not in ln and "%|" not in ln]
     assert rc == 2, err[-800:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], lines
+    if name in UP_FRONT:  # refused before any text was read or tokenizer trained
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+UP_FRONT = {"steps under xpt", "phase steps under mlm", "model size under xpt", "no such device",
+            "source not a folder", "longer than the source"}
+
+
+def test_a_device_this_torch_lacks_is_refused_up_front(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert train.cli(["--task=mlm", f"--corpus={CORPUS}", "--device=cuda", f"--out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device=cuda: ") and "--device=cpu" in err and not list(tmp_path.iterdir())
 
 
 def test_the_real_command_prints_no_traceback(tmp_path):

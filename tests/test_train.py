@@ -393,6 +393,55 @@ def test_sigkill_and_rerun_is_bit_identical(corpus, tmp_path):
     assert steps_logged == list(range(1, steps + 1)), "the log has each step exactly once"
 
 
+def test_ctrl_c_and_sigterm_stop_after_a_checkpoint_and_resume_bit_identical(corpus, tmp_path):
+    """SIGINT (Ctrl-C) and then SIGTERM stop a run: the step in flight finishes, a checkpoint of it is
+    written, the lock is released, one line says so, the exit status is the shell's (130, 143); the rerun
+    continues from there and ends bit-identical to a run that was never stopped."""
+    steps = 300
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref_err = open(tmp_path / "ref.stderr", "w")
+    ref = subprocess.Popen(_cmd(tmp_path / "ref", corpus, steps), stdout=subprocess.DEVNULL, stderr=ref_err, env=env)
+    out = tmp_path / "stopped"
+    log = out / "run" / "log.jsonl"
+    for sig, status, after in ((signal.SIGINT, 130, 40), (signal.SIGTERM, 143, 120)):
+        err = open(tmp_path / f"{sig}.stderr", "w")
+        p = subprocess.Popen(_cmd(out, corpus, steps), stdout=subprocess.DEVNULL, stderr=err, env=env)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (log.exists() and log.read_text().count("\n") > after):
+            time.sleep(0.01)
+        p.send_signal(sig)
+        assert p.wait() == status
+        err.close()
+        last = (tmp_path / f"{sig}.stderr").read_text().strip().splitlines()[-1]
+        assert last.startswith("stopped at step ") and "rerun the same command to continue" in last, last
+        stopped_at = int(last.split()[3])
+        assert torch.load(out / "run" / "ckpt.pt", weights_only=True)["step"] == stopped_at < steps
+        assert not (out / ".lock").exists()
+    again = subprocess.run(_cmd(out, corpus, steps), capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    ref_err.close()
+    assert ref.wait() == 0, (tmp_path / "ref.stderr").read_text()[-2000:]
+    a = torch.load(tmp_path / "ref" / "run" / "final.pt", weights_only=True)["model"]
+    b = torch.load(out / "run" / "final.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps_logged = [json.loads(x)["step"] for x in log.read_text().splitlines() if "loss" in json.loads(x)]
+    assert steps_logged == list(range(1, steps + 1)), "the log has each step exactly once"
+
+
+def test_a_finished_run_says_so_with_its_summary(corpus, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, text=True, env=env)
+    for r, done in ((first, ""), (again, "already finished: ")):
+        lines = r.stdout.splitlines()[-3:]
+        assert lines[0].startswith(f"mlm: {done}held-out loss ") and "unigram floor" in lines[0], lines
+        assert "learned context: no" in lines[0]  # (3 steps: nothing learned, and it says so)
+        assert lines[1] == f"  model and tokenizer (HF format): {tmp_path / 'model'}"
+        assert lines[2] == f"  log: {tmp_path / 'run' / 'log.jsonl'}"
+
+
 def test_ddp_with_accumulation_matches_one_process(corpus, tmp_path):
     """Two processes x 2 accumulated micro-batches of 3 rows = one process with batches of 12: the same
     loss, the same gradient norm (a missing `* world` in the loss weighting halves it; Adam would hide
@@ -759,11 +808,16 @@ def test_nsp_packing_trains_bert_for_pretraining(tok, corpus, tmp_path):
         train.run_xpt(s, tmp_path, tok, tr, va, tmp_path / "x")
 
 
+# the source brings the model's sizes: --task=xpt refuses them (and --steps), like every setting it would ignore
+XPT_TINY = [a for a in TINY if a.split("=")[0] not in ("--hidden_size", "--num_layers", "--num_heads",
+                                                         "--intermediate_size")]
+
+
 def test_task_xpt_from_the_command_line(tok, corpus, tmp_path, capsys):
     s = tiny_settings()
     tiny_model(tok, s).save_pretrained(tmp_path / "src")
     train.main(["--task=xpt", f"--source={tmp_path / 'src'}", f"--corpus={corpus}", f"--out_dir={tmp_path / 'o'}",
-                "--phase1_steps=2", "--phase2_steps=2", *TINY, "--eval_every=0"])
+                "--phase1_steps=2", "--phase2_steps=2", *XPT_TINY, "--eval_every=0"])
     out = capsys.readouterr().out
     assert "ITL in" in out and "xpt phase 1: held-out loss" in out and "xpt phase 2: held-out loss" in out
     assert (tmp_path / "o" / "xpt" / "model" / "model.safetensors").exists()
