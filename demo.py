@@ -27,6 +27,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import bert
+import predict
 import tokenizer as tokenizers_mod
 import train
 from train import (CheckpointMismatchError, build_datasets, evaluate, floors, get_tokenizer,  # noqa: F401
@@ -318,6 +319,7 @@ def stage_compare(s, scratch_s, out, source, ko_floors, t0):
     fx, fs = results["xpt"]["final"]["eval_loss"], results["scratch"]["final"]["eval_loss"]
     print()
     print(_reading(fx, fs, ko_floor, n_target))
+    _fill_examples(out, read_documents(out / "corpus" / "ko_valid.txt")[:3])
     summary = {"preset": s.preset, "tokenizer": s.tokenizer, "eval_masking": "mask-only",
                "unigram_loss": {"ko": ko_floor, "en": source["floor"]},
                "majority_accuracy": {"ko": ko_acc_floor, "en": source["acc_floor"]}, "source": source,
@@ -325,6 +327,21 @@ def stage_compare(s, scratch_s, out, source, ko_floors, t0):
     bert.atomic_write(out / "results.json", json.dumps(summary, indent=1).encode())
     print(f"wrote {out / 'results.json'}")
     _plot(results, ko_floor, out / "learning_curve.png")
+
+
+def _fill_examples(out, docs):
+    """The models side by side on held-out sentences, one word masked (predict.py): a learner sees what
+    "learned context" means, not only a loss."""
+    models = {arm: predict.load(out / arm / "model") for arm in ("xpt", "scratch")}
+    print("\nWhat each model fills in (held-out sentences, the third word replaced by one mask; top 3):")
+    for doc in docs:
+        words = doc.split(".")[0].split()[:6]
+        if len(words) < 4:
+            continue
+        print(f"  {' '.join(words[:2] + ['<mask>'] + words[3:])}   (the word: {words[2]})")
+        for arm, (model, tok) in models.items():
+            [options] = predict.fill(model, tok, " ".join(words[:2] + ["<mask>"] + words[3:]), top_k=3)
+            print(f"    {arm:8s} " + ", ".join(f"{w.strip() or repr(w)} {p:.0%}" for w, p in options))
 
 
 def _print_table(source, results, ko_floor, ko_acc_floor):

@@ -479,9 +479,8 @@ def arm_dir(e, method, budget, seed, lr):
 
 
 def finished(path, config):
-    """The result.json in `path` if it was made by exactly this config, else None."""
-    r = _read_json(Path(path) / "result.json")
-    return r if r is not None and r.get("config") == json.loads(json.dumps(config)) else None
+    """The result.json in the run folder `path` if it was made by exactly this config, else None."""
+    return finished_file(Path(path) / "result.json", config)
 
 
 def run_arm(e, method, budget, seed, lr, results_dir=None):
@@ -490,14 +489,20 @@ def run_arm(e, method, budget, seed, lr, results_dir=None):
     output.txt in its folder; the result goes to result.json there and, when given, to results_dir."""
     config = arm_config(e, method, budget, seed, lr)
     d = arm_dir(e, method, budget, seed, lr)
-    r = finished(d, config)
+    path = Path(results_dir) / f"{method}-{budget}-seed{seed}-lr{lr:g}.json" if results_dir is not None else None
+    # a finished run: in its folder, or committed under results_dir (a new checkout has no run folders)
+    r = finished(d, config) or (finished_file(path, config) if path is not None else None)
     if r is None:
         r = _train_arm(e, method, budget, seed, lr, config, d)
-    if results_dir is not None:
-        path = Path(results_dir) / f"{method}-{budget}-seed{seed}-lr{lr:g}.json"
-        if _read_json(path) != r:
-            _write_atomic(path, json.dumps(r, indent=1))
+    if path is not None and _read_json(path) != r:
+        _write_atomic(path, json.dumps(r, indent=1))
     return r
+
+
+def finished_file(path, config):
+    """The result in the JSON file `path` if it was made by exactly this config, else None."""
+    r = _read_json(path)
+    return r if r is not None and r.get("config") == json.loads(json.dumps(config)) else None
 
 
 def _train_arm(e, method, budget, seed, lr, config, d):

@@ -3,6 +3,7 @@ settings, the corpora on a hand-made NSMC folder, errors at the command line, an
 hand: the stopping rule on a plateau, the convergence flag, the bracketing ratio and its labels."""
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     t0 = time.time()
     again = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu"])
     assert again["runs"] == summary["runs"] and time.time() - t0 < elapsed / 2
+    # a new checkout has the committed JSONs but no run folders: nothing trains again either
+    shutil.rmtree(tmp_path / "tiny" / "runs")
+    t0 = time.time()
+    again = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu"])
+    assert again["runs"] == summary["runs"] and time.time() - t0 < elapsed / 2
+    assert not (tmp_path / "tiny" / "runs").exists()
     files[0].unlink()  # a run's JSON gone: --collect does not train it again, the summary says so
     partial = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--collect=true"])
     assert not partial["complete"] and len(list((tmp_path / "tiny" / "results").glob("*.json"))) == len(files) - 1
