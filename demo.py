@@ -103,6 +103,15 @@ def _english_extra_docs():
     return tuple(docs)
 
 
+def _piece(tok, i):
+    """How token i reads: its text, or, for a byte-level piece of a character (which alone decodes to
+    U+FFFD), its bytes in hex (<EC><98>)."""
+    text = tok.decode([i])
+    if "\ufffd" not in text or tok.kind != "bpe":
+        return text
+    return "".join(f"<{tokenizers_mod.BYTE_DECODER[c]:02X}>" for c in tok.id_to_token(i))
+
+
 def _stage(title, text):
     print(f"\n=== {title} ===")
     print(text)
@@ -147,7 +156,7 @@ def main(argv=None):
     if s.task != "demo":
         raise ValueError(f"demo.py runs the demo; for --task={s.task} use python train.py --task={s.task}")
     with train.output_lock(s.out_dir):
-        run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv})
+        run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")})
 
 
 def cli(argv=None):
@@ -238,7 +247,7 @@ def stage_tokenizers(s, p, out, files):
         if s.source == "pretrain" else None
     ko_tok = get_tokenizer(s, read_documents(files["ko_train"]), out, "tokenizer_ko", vocab_size=ko_vocab)
     sample = "오늘은 날씨가 정말 좋아서 공원에 산책하러 갔어요."
-    pieces = [ko_tok.decode([i]) for i in ko_tok.encode(sample)]
+    pieces = [_piece(ko_tok, i) for i in ko_tok.encode(sample)]
     print(f"Korean sample, as {len(pieces)} tokens: {' | '.join(pieces)}")
     return en_tok, ko_tok, source_dir
 

@@ -41,6 +41,7 @@ import json
 import math
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -367,7 +368,11 @@ def main(argv=None):
     if s.test:
         test = encode_rows(read_tsv(s.test, s.text_column, s.label_column), tok, s.max_len, labels)
         acc = accuracy(model, test, tok.pad_id, device=s.device)
-        print(f"test accuracy: {acc:.2%} on {len(test):,} rows")
+        line = f"test accuracy: {acc:.2%} on {len(test):,} rows"
+        if teacher is None:  # the floor: always answering the training rows' most frequent label
+            top = Counter(y for _, y in examples).most_common(1)[0][0]
+            line += f"; majority class {sum(y == top for _, y in test) / len(test):.2%}"
+        print(line)
         if teacher is not None:
             print(f"teacher accuracy: {accuracy(teacher, test, tok.pad_id, device=s.device):.2%}")
     if s.save:
@@ -376,6 +381,10 @@ def main(argv=None):
         model.save_pretrained(out)
         tok.save(out)
         (out / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
+        # HF's names for the classes (pipelines print them instead of LABEL_0, LABEL_1)
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        config.update(id2label={str(i): label for label, i in labels.items()}, label2id=labels)
+        (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
         print(f"saved the classifier to {out}")
     return model
 

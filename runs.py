@@ -54,7 +54,7 @@ def parse_args(argv, defaults, usage=None):
     SystemExit after printing help_text(defaults, usage)."""
     s = defaults
     kinds = {f.name: type(getattr(s, f.name)) for f in fields(s)}
-    for arg in argv:
+    for arg in _joined(argv, kinds):
         if arg in ("-h", "--help"):
             print(help_text(s, usage))
             raise SystemExit(0)
@@ -76,6 +76,22 @@ def parse_args(argv, defaults, usage=None):
             raise ValueError(f"--{key} expects {kind.__name__}, got {value!r}") from None
         s = dataclasses.replace(s, **{key: v})
     return s
+
+
+def _joined(argv, kinds):
+    """argv with the shell's other spellings made --key=value: `--key value`, and a bare `--flag` for a
+    bool setting (= true)."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg[2:].replace("-", "_") if arg.startswith("--") and "=" not in arg else None
+        if key in kinds and kinds[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            arg = f"{arg}=true"
+        elif key in kinds and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            arg, i = f"{arg}={argv[i + 1]}", i + 1
+        out.append(arg)
+        i += 1
+    return out
 
 
 def help_text(s, usage=None):
@@ -663,16 +679,21 @@ def _alive(pid):
 # ----------------------------------------------------------------------------------------------------
 # Text in, and what is derived from it cached: documents, token ids, tokenizers
 # ----------------------------------------------------------------------------------------------------
-def read_text(path, encoding="utf-8"):
-    """The text of a UTF-8 file; bytes that are not UTF-8 are a ValueError naming the file and line."""
+def read_text(path, encoding="utf-8-sig"):
+    """The text of a UTF-8 file (a byte-order mark at its start dropped); bytes that are not UTF-8 are a
+    ValueError naming the file and line, and what to do: a file cut inside its last character (a copy
+    cut short) needs those bytes dropped, any other needs converting."""
     path = Path(path)
     try:
         return path.read_text(encoding=encoding)
     except UnicodeDecodeError as e:
         raw = path.read_bytes()
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                         f"save the text as UTF-8 (e.g. iconv -t utf-8)") from None
+        where = f"{path}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
+        if e.reason == "unexpected end of data":  # a multi-byte character cut at the end of the file
+            raise ValueError(f"{where}: the file ends inside a character (cut short?); drop its last "
+                             f"{len(raw) - e.start} byte(s), e.g. head -c {e.start} FILE > FIXED") from None
+        raise ValueError(f"{where}; save the text as UTF-8 (e.g. iconv -t utf-8)") from None
 
 
 def read_documents(path, doc_format="line"):

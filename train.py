@@ -682,8 +682,9 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
         cfg = fresh_config(s, tok)
         model = (bert.BertForPreTraining if s.packing in ("nsp", "sop") else bert.BertForMaskedLM)(cfg)
         run_config = {"model": cfg.to_dict()}
-    print(f"{desc}: {_nparams(model):,} parameters, {len(train_data['input_ids']):,} training sequences "
-          f"of {s.max_len} tokens, {len(valid_data['input_ids']):,} held out")
+    if distributed()[0] == 0:  # (under torchrun: once)
+        print(f"{desc}: {_nparams(model):,} parameters, {len(train_data['input_ids']):,} training sequences "
+              f"of {s.max_len} tokens, {len(valid_data['input_ids']):,} held out")
     finished_before = (out_dir / "run" / "final.pt").exists()
     evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
                        tok_info=tokenizer_info(tok, s), s=s,
@@ -716,7 +717,9 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
                           target_pad_token_id=tok.pad_id, seed=s.seed, source_tokenizer=source_tok,
                           target_tokenizer=tok if source_tok else None, generator_size=s.generator_size,
                           disc_weight=s.disc_weight)
-    print(xpt.report(model))
+    master = distributed()[0] == 0  # (under torchrun: print once)
+    if master:
+        print(xpt.report(model))
     info = tokenizer_info(tok, s)
     cfg = {"model": model.config.to_dict(), "method": method, "source": str(source_dir),
            **({"generator": model.generator.config.to_dict()} if hasattr(model, "generator") else {}),
@@ -732,7 +735,8 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
         groups = xpt.optimizer_groups(model, s.weight_decay, s.reused_lr_scale if phase == 2 else 1.0)
         n_train = sum(p.numel() for g in groups for p in g["params"])
         name = method if len(phases) == 1 else f"{method} phase {phase}"
-        print(f"{name}: {steps} steps, {n_train:,} trainable parameters")
+        if master:
+            print(f"{name}: {steps} steps, {n_train:,} trainable parameters")
         # early stopping: s.patience (after s.min_steps) in the last phase; in phase 1 s.phase1_patience
         # (0: all its steps), whose best weights then start phase 2
         last = phase == phases[-1][0]
@@ -776,7 +780,7 @@ def run_xpt_task(s):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv}  # (the settings named, not defaulted)
+    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}  # (the settings named, not defaulted)
     s = runs.check_task(check_settings(parse_args(argv)), given)
     with output_lock(s.out_dir):
         run_mlm(s) if s.task == "mlm" else run_xpt_task(s)

@@ -61,8 +61,9 @@ import torch  # noqa: E402
 import bert  # noqa: E402
 
 INPUTS = ROOT / "out" / "gpu_inputs"  # --prepare writes here; `run` carries it to the GPU machine
-# Each part: name and time cap in seconds (GPU, smoke). The GPU caps add up to 6 minutes.
-PARTS = {1: ("correctness", 50, 25), 2: ("speed", 120, 30), 3: ("demo", 100, 40), 4: ("xpt probe", 90, 30)}
+# Each part: name and time cap in seconds (GPU, smoke). The GPU caps add up to 6 minutes. The smoke caps
+# are ~4x what the parts take on an idle 2-core machine: the suite runs them on loaded, slower ones too.
+PARTS = {1: ("correctness", 50, 90), 2: ("speed", 120, 120), 3: ("demo", 100, 150), 4: ("xpt probe", 90, 120)}
 TOL_FP32 = 1e-3        # max |hidden GPU - hidden CPU|, fp32 (different kernels, different summation order)
 TOL_FP32_LOSS = 1e-4   # relative loss difference, fp32
 TOL_BF16 = 2e-2        # mean |hidden bf16 - hidden fp32| (bf16 keeps 8 bits of mantissa: ~0.4% per rounding)

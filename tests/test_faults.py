@@ -34,6 +34,7 @@ def files(tmp_path_factory):
     (d / "empty.txt").write_text("")
     (d / "binary.bin").write_bytes(bytes(range(256)) * 4)
     (d / "latin1.txt").write_bytes("hello world\ncaf\xe9 au lait\n".encode("latin-1"))
+    (d / "cut.txt").write_bytes("첫 줄입니다\n둘째 줄이 잘렸".encode()[:-1])  # a copy cut inside a character
     (d / "bad_config").mkdir()
     (d / "bad_config" / "config.json").write_text("{not json")
     model = bert.BertForMaskedLM(bert.BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1,
@@ -77,6 +78,8 @@ CASES = [
     ("empty corpus", "train", ["--task=mlm", "--corpus={d}/empty.txt"], "empty.txt contains no text"),
     ("binary corpus", "train", ["--task=mlm", "--corpus={d}/binary.bin"], "binary.bin: line 2 is not UTF-8"),
     ("latin-1 corpus", "train", ["--task=mlm", "--corpus={d}/latin1.txt"], "latin1.txt: line 2 is not UTF-8"),
+    ("corpus cut inside a character", "train", ["--task=mlm", "--corpus={d}/cut.txt"],
+     "ends inside a character (cut short?); drop its last 2 byte(s)"),
     ("malformed config.json", "train", ["--task=xpt", "--source={d}/bad_config", f"--corpus={CORPUS}"],
      "bad_config/config.json: not a valid config.json"),
     ("missing source", "train", ["--task=xpt", "--source={d}/nowhere", f"--corpus={CORPUS}"], "nowhere"),

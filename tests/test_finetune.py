@@ -1,5 +1,6 @@
 """finetune.py: TSV parsing and its errors, the loop learns a separable toy task, distillation, the CLI."""
 import json
+import re
 import math
 import random
 import warnings
@@ -187,8 +188,13 @@ def test_cli_finetune_save_and_distil(tok, tmp_path, capsys):
         warnings.simplefilter("ignore")
         finetune.main([f"--model={tmp_path}/pre", f"--train={tmp_path}/train.tsv", "--epochs=15",
                        f"--save={tmp_path}/teacher", *common])
-        assert "test accuracy: 100.00%" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "test accuracy: 100.00%" in out and re.search(r"; majority class \d+\.\d\d%", out)
         assert json.loads((tmp_path / "teacher" / "labels.json").read_text()) == {"neg": 0, "pos": 1}
+        config = json.loads((tmp_path / "teacher" / "config.json").read_text())
+        assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
+        hf = pytest.importorskip("transformers")
+        assert hf.AutoConfig.from_pretrained(tmp_path / "teacher").id2label == {0: "neg", 1: "pos"}
         student = finetune.main([f"--model={tmp_path}/pre", f"--teacher={tmp_path}/teacher",
                                  f"--unlabeled={tmp_path}/un.txt", "--student_layers=1", "--epochs=15", *common])
     out = capsys.readouterr().out

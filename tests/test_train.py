@@ -64,6 +64,11 @@ def test_parse_args_types_and_errors(capsys):
         train.parse_args(["--compile=maybe"])
     with pytest.raises(ValueError, match="--key=value"):
         train.parse_args(["steps"])
+    # the shell's other spellings: --key value, and a bare --flag for a bool
+    s = train.parse_args(["--steps", "7", "--whole_word", "--lr", "0.1", "--compile"])
+    assert (s.steps, s.whole_word, s.lr, s.compile) == (7, True, 0.1, True)
+    with pytest.raises(ValueError, match="--key=value"):
+        train.parse_args(["--steps"])
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
     out = capsys.readouterr().out
@@ -824,6 +829,11 @@ def test_task_xpt_from_the_command_line(tok, corpus, tmp_path, capsys):
     assert (tmp_path / "o" / "xpt" / "model" / "vocab.json").exists()
     with pytest.raises(ValueError, match="needs --source"):
         train.main(["--task=xpt", f"--corpus={corpus}"])
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path):
+    (tmp_path / "bom.txt").write_bytes("\ufeff첫 문서\n둘째 문서\n".encode())
+    assert train.read_documents(tmp_path / "bom.txt") == ["첫 문서", "둘째 문서"]
 
 
 def test_unigram_floor_by_hand():
