@@ -16,7 +16,7 @@ is what a reader runs afterwards, in the same few lines they would write themsel
 forward pass, softmax at the masked positions).
 """
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -98,7 +98,9 @@ def score(model, tok, text_file, corpus="", device="cpu"):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    texts = [a for a in argv if not a.startswith("--")]
+    kinds = {f.name: f.type for f in fields(PredictSettings)}
+    argv = runs.joined_args(argv, {k: {"str": str, "int": int}.get(v, v) for k, v in kinds.items()})
+    texts = [a for a in argv if not a.startswith("--")]  # (the texts to fill: every other argument)
     p = runs.parse_args([a for a in argv if a.startswith("--")], PredictSettings(), USAGE)
     if not p.model:
         raise ValueError("--model=DIR is required (a folder train.py wrote, e.g. out/model)")

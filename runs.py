@@ -54,7 +54,7 @@ def parse_args(argv, defaults, usage=None):
     SystemExit after printing help_text(defaults, usage)."""
     s = defaults
     kinds = {f.name: type(getattr(s, f.name)) for f in fields(s)}
-    for arg in _joined(argv, kinds):
+    for arg in joined_args(argv, kinds):
         if arg in ("-h", "--help"):
             print(help_text(s, usage))
             raise SystemExit(0)
@@ -78,9 +78,9 @@ def parse_args(argv, defaults, usage=None):
     return s
 
 
-def _joined(argv, kinds):
+def joined_args(argv, kinds):
     """argv with the shell's other spellings made --key=value: `--key value`, and a bare `--flag` for a
-    bool setting (= true)."""
+    bool setting (= true). kinds: {setting name: its type}."""
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]

@@ -23,7 +23,7 @@ def test_fill_on_the_shipped_source(capsys):
     assert "times" in [t.strip() for t, _ in options]  # a real English model: the phrase is in its head
     two = predict.fill(model, tok, "The [MASK] sat on the <mask>.", top_k=3)
     assert len(two) == 2 and all(len(o) == 3 for o in two)
-    assert predict.cli([f"--model={SOURCE}", "--top_k=2", "The cat <mask> on the mat."]) == 0
+    assert predict.cli(["--model", str(SOURCE), "--top_k", "2", "The cat <mask> on the mat."]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "The cat <mask> on the mat." and out[1].startswith("  mask 1: ") and out[1].count("%") == 2
 
