@@ -156,7 +156,7 @@ def main(argv=None):
     if s.task != "demo":
         raise ValueError(f"demo.py runs the demo; for --task={s.task} use python train.py --task={s.task}")
     with train.output_lock(s.out_dir):
-        run_demo(s, given={a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")})
+        run_demo(s, given=train.runs.given_names(argv))
 
 
 def cli(argv=None):

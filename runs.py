@@ -94,6 +94,21 @@ def joined_args(argv, kinds):
     return out
 
 
+def given_names(argv):
+    """The settings named on a command line (the others keep their defaults)."""
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def task_named(argv):
+    """The --task of a command line (--task=X or --task X); "demo" when it names none."""
+    for i, a in enumerate(argv):
+        if a.startswith("--task="):
+            return a.split("=", 1)[1]
+        if a == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "demo"
+
+
 def help_text(s, usage=None):
     """Every setting of the dataclass `s` with its current value and the comment beside its field
     (read from the source of its class), under the `usage` lines (train.py's by default)."""
@@ -118,8 +133,9 @@ def check_settings(s):
         **{k: (lambda v: v >= 1, ">= 1") for k in ("batch_size", "grad_accum", "hidden_size", "num_layers",
                                                   "num_heads", "intermediate_size", "vocab_size",
                                                   "log_every")},
-        **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "phase1_steps", "phase2_steps", "source_steps",
-                                                  "itl_layers", "eval_every", "eval_batches", "patience",
+        **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "more_steps", "phase1_steps", "phase2_steps",
+                                                  "source_steps", "itl_layers", "eval_every", "eval_batches",
+                                                  "patience",
                                                   "min_steps", "phase1_patience",
                                                   "ckpt_every", "weight_decay", "max_grad_norm",
                                                   "reused_lr_scale", "source_lr", "scratch_lr")},
@@ -147,8 +163,8 @@ def check_settings(s):
 # settings that only one task uses: naming one for the other task is a mistake, not a no-op
 ONLY_FOR = {"xpt": ("phase1_steps", "phase2_steps", "method", "source", "itl_layers", "reused_lr_scale",
                     "init_shared", "phase1_patience"),
-            "mlm": ("steps", "objective", "generator_size", "disc_weight", "hidden_size", "num_layers",
-                    "num_heads", "intermediate_size", "packing")}
+            "mlm": ("steps", "more_steps", "objective", "generator_size", "disc_weight", "hidden_size",
+                    "num_layers", "num_heads", "intermediate_size", "packing")}
 
 
 def check_task(s, given):

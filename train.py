@@ -31,9 +31,7 @@ Differs from the references (RoBERTa/BERT training code):
 """
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +78,7 @@ class Settings:
     dropout: float = 0.1          # hidden and attention dropout
     # --- optimisation
     steps: int = 1000             # optimizer steps of --task=mlm
+    more_steps: int = 0           # mlm: continue the finished run N more steps (a fresh warm-up and decay)
     batch_size: int = 32          # sequences per micro-batch per process
     grad_accum: int = 1           # micro-batches per optimizer step
     lr: float = 5e-4              # peak learning rate
@@ -683,21 +682,24 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
         model = (bert.BertForPreTraining if s.packing in ("nsp", "sop") else bert.BertForMaskedLM)(cfg)
         run_config = {"model": cfg.to_dict()}
     if distributed()[0] == 0:  # (under torchrun: once)
-        print(f"{desc}: {_nparams(model):,} parameters, {len(train_data['input_ids']):,} training sequences "
-              f"of {s.max_len} tokens, {len(valid_data['input_ids']):,} held out")
+        print(f"{desc}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+              f"{len(train_data['input_ids']):,} training sequences of {s.max_len} tokens, "
+              f"{len(valid_data['input_ids']):,} held out")
     finished_before = (out_dir / "run" / "final.pt").exists()
+    run_config = {**run_config, "data": data_sha(train_data, valid_data)}
     evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
-                       tok_info=tokenizer_info(tok, s), s=s,
-                       run_config={**run_config, "data": data_sha(train_data, valid_data)}, desc=desc)
+                       tok_info=tokenizer_info(tok, s), s=s, run_config=run_config, desc=desc)
+    logs = [out_dir / "run" / "log.jsonl"]
+    if s.more_steps:  # from the finished run's weights: a segment of its own (fresh optimizer and schedule)
+        more = out_dir / f"run+{s.more_steps}"
+        finished_before = (more / "final.pt").exists()
+        evals = evals + train_loop(model, train_data, valid_data, out_dir=more, steps=s.more_steps,
+                                   tok_info=tokenizer_info(tok, s), s=s, desc=f"{desc} +{s.more_steps}",
+                                   run_config={**run_config, "after": s.steps}, step_offset=s.steps)
+        logs.append(more / "log.jsonl")
     save_model(model, tok, out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(summary(desc, evals, tok, train_data, valid_data, out_dir / "model",
-                      [out_dir / "run" / "log.jsonl"], finished_before))
+    report(desc, evals, tok, train_data, valid_data, out_dir / "model", logs, finished_before)
     return model, tok, evals
-
-
-def _nparams(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, source_tok=None):
@@ -750,11 +752,12 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
     return model, evals
 
 
-def summary(desc, evals, tok, train_data, valid_data, model_dir, logs, finished_before=False):
-    """The lines a finished command ends with: how good and where everything is (runs.summary_lines)."""
+def report(desc, evals, tok, train_data, valid_data, model_dir, logs, finished_before=False):
+    """Print what a finished command ends with: how good, and where everything is (rank 0 only)."""
     floor, _ = floors(tok, train_data, valid_data)
-    verdict = learned_context(evals[-1]["loss"], floor)
-    return runs.summary_lines(desc, evals[-1], floor, verdict, model_dir, logs, finished_before)
+    if distributed()[0] == 0:
+        verdict = learned_context(evals[-1]["loss"], floor)
+        print(runs.summary_lines(desc, evals[-1], floor, verdict, model_dir, logs, finished_before))
 
 
 def run_xpt_task(s):
@@ -772,16 +775,14 @@ def run_xpt_task(s):
     finished_before = (run_dir / f"phase{xpt.phases(s.method, s.phase1_steps, s.phase2_steps)[-1][0]}"
                        / "final.pt").exists()
     model, evals = run_xpt(s, s.source, tok, train_data, valid_data, run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(summary(s.method, evals, tok, train_data, valid_data, run_dir / "model",
-                      sorted(run_dir.glob("phase*/log.jsonl")), finished_before))
+    logs = sorted(run_dir.glob("phase*/log.jsonl"))
+    report(s.method, evals, tok, train_data, valid_data, run_dir / "model", logs, finished_before)
     return model, evals
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}  # (the settings named, not defaulted)
-    s = runs.check_task(check_settings(parse_args(argv)), given)
+    s = runs.check_task(check_settings(parse_args(argv)), runs.given_names(argv))
     with output_lock(s.out_dir):
         run_mlm(s) if s.task == "mlm" else run_xpt_task(s)
 
@@ -790,10 +791,8 @@ def cli(argv=None):
     return runs.command(main, argv)
 
 
-if __name__ == "__main__":
-    # `python train.py` with no --task tells the demo's story (demo.py, which imports this file as `train`;
-    # this copy only routes to it)
-    if any(a.startswith("--task=") and a != "--task=demo" for a in sys.argv[1:]):
+if __name__ == "__main__":  # with no --task, the demo (demo.py imports this file as `train`: route there)
+    if runs.task_named(sys.argv[1:]) != "demo":
         raise SystemExit(cli())
     import demo
     raise SystemExit(demo.cli())

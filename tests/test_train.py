@@ -893,3 +893,21 @@ def test_whole_word_evaluation_masks_a_word_together():
             if ids[b, t] >= 50 and ids[b, t - 1] >= 5:  # a continuation piece after a real token
                 assert groups[b, t] == groups[b, t - 1], (b, t)
     assert (groups[:, 0] == -1).all()
+
+
+def test_more_steps_continue_a_finished_run(corpus, tmp_path):
+    """--more_steps=N: a finished mlm run goes on from its final weights for N more steps (a segment with
+    its own warm-up and decay, the data stream continuing), and a rerun of that command is finished."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, env=env).returncode == 0
+    first = torch.load(tmp_path / "run" / "final.pt", weights_only=True)["model"]
+    more = subprocess.run(_cmd(tmp_path, corpus, 3) + ["--more_steps=4"], capture_output=True, text=True, env=env)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "resuming" not in more.stdout and "mlm +4: held-out loss" in more.stdout
+    logged = [r["step"] for r in runs.read_log(tmp_path / "run+4" / "log.jsonl") if "loss" in r]
+    assert logged == [4, 5, 6, 7]
+    after = torch.load(tmp_path / "run+4" / "final.pt", weights_only=True)["model"]
+    assert any(not torch.equal(first[k], after[k]) for k in first)
+    assert str(tmp_path / "run+4" / "log.jsonl") in more.stdout.splitlines()[-1]
+    again = subprocess.run(_cmd(tmp_path, corpus, 3) + ["--more_steps=4"], capture_output=True, text=True, env=env)
+    assert "mlm: already finished: held-out loss" in again.stdout
