@@ -464,6 +464,7 @@ def test_ddp_with_accumulation_matches_one_process(corpus, tmp_path):
                           *_cmd(tmp_path / "two", corpus, 6)[1:], *common, "--batch_size=3", "--grad_accum=2"],
                          capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("training sequences of") == 1, "rank 0 alone prints the run's header"
 
     def logged(d, key):
         return [r[key] for r in runs.read_log(d / "run" / "log.jsonl") if key in r]
@@ -809,6 +810,15 @@ def test_nsp_packing_trains_bert_for_pretraining(tok, corpus, tmp_path):
     first = runs.read_log(tmp_path / "log.jsonl")[0]["loss"]
     assert first == pytest.approx(math.log(len(tok)) + math.log(2), abs=0.3), first
     assert evals[-1]["step"] == 3 and evals[-1]["loss"] == pytest.approx(math.log(len(tok)), abs=0.3)
+    # the pairs' accuracy is scored and logged; a head that always answers "in order" (0) is right on
+    # exactly the in-order share of the held-out pairs
+    assert 0 <= evals[-1]["sentence_acc"] <= 1 and "eval_sentence_acc" in runs.read_log(tmp_path / "log.jsonl")[-1]
+    with torch.no_grad():
+        model.nsp.weight.zero_()
+        model.nsp.bias.copy_(torch.tensor([5.0, 0.0]))
+    r = train.evaluate(model, va, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
+                       batch_size=5, device="cpu")
+    assert r["sentence_acc"] == pytest.approx((va["next_sentence_label"] == 0).float().mean().item())
     with pytest.raises(ValueError, match="packing=full"):
         train.run_xpt(s, tmp_path, tok, tr, va, tmp_path / "x")
 
