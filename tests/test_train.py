@@ -368,6 +368,17 @@ def _cmd(out_dir, corpus, steps):
             f"--steps={steps}", "--ckpt_every=7", "--eval_every=50", *TINY]
 
 
+def _same_as_never_stopped(ref, out, steps):
+    """The stopped-and-rerun run `out` ended with the reference's weights, and logged each step once."""
+    a = torch.load(ref / "run" / "final.pt", weights_only=True)["model"]
+    b = torch.load(out / "run" / "final.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = (out / "run" / "log.jsonl").read_text().splitlines()
+    steps_logged = [json.loads(x)["step"] for x in log if "loss" in json.loads(x)]
+    assert steps_logged == list(range(1, steps + 1)), "the log has each step exactly once"
+
+
 def test_sigkill_and_rerun_is_bit_identical(corpus, tmp_path):
     steps = 400
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -390,12 +401,7 @@ def test_sigkill_and_rerun_is_bit_identical(corpus, tmp_path):
     assert "resuming" in again.stdout
     ref_err.close()
     assert ref.wait() == 0, (tmp_path / "ref.stderr").read_text()[-2000:]
-    a = torch.load(tmp_path / "ref" / "run" / "final.pt", weights_only=True)["model"]
-    b = torch.load(out / "run" / "final.pt", weights_only=True)["model"]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    steps_logged = [json.loads(x)["step"] for x in log.read_text().splitlines() if "loss" in json.loads(x)]
-    assert steps_logged == list(range(1, steps + 1)), "the log has each step exactly once"
+    _same_as_never_stopped(tmp_path / "ref", out, steps)
 
 
 def test_ctrl_c_and_sigterm_stop_after_a_checkpoint_and_resume_bit_identical(corpus, tmp_path):
@@ -426,12 +432,7 @@ def test_ctrl_c_and_sigterm_stop_after_a_checkpoint_and_resume_bit_identical(cor
     assert again.returncode == 0, again.stderr[-2000:]
     ref_err.close()
     assert ref.wait() == 0, (tmp_path / "ref.stderr").read_text()[-2000:]
-    a = torch.load(tmp_path / "ref" / "run" / "final.pt", weights_only=True)["model"]
-    b = torch.load(out / "run" / "final.pt", weights_only=True)["model"]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    steps_logged = [json.loads(x)["step"] for x in log.read_text().splitlines() if "loss" in json.loads(x)]
-    assert steps_logged == list(range(1, steps + 1)), "the log has each step exactly once"
+    _same_as_never_stopped(tmp_path / "ref", out, steps)
 
 
 def test_a_finished_run_says_so_with_its_summary(corpus, tmp_path):
