@@ -39,8 +39,10 @@ Differs from the reference (HF `transformers`):
     no head masks, no output of attentions or intermediate hidden states.
   - `BertForSequenceClassification` uses BERT's head (pooler + linear) for RoBERTa too; HF's RoBERTa
     classifier (dense + tanh + out_proj on <s>) is not implemented, so such checkpoints fail to load.
-  - Models with the ALBERT switches on are saved in this BERT layout (with an `embeddings.projection`
-    tensor); HF's `BertModel` cannot load those, only we can.
+  - ALBERT (Lan et al. 2019) is BERT with two switches: factorized embeddings (E < H, then an E -> H
+    projection) and one block shared by all layers. A config with either switch is model_type "albert"
+    and saves in HF's `AlbertForMaskedLM` layout (its projection, `embedding_hidden_mapping_in`, exists
+    even when E = H); its sentence-order head and ALBERT's layer groups of several layers are not here.
   - ELECTRA (Clark et al. 2020, arXiv:2003.10555): the generator's head uses `hidden_act` (HF: always
     gelu, the same for ELECTRA's configs); HF's ElectraClassificationHead is not implemented, so an
     ELECTRA encoder fine-tunes with BERT's pooler + linear head and cannot be saved back in HF's layout.
@@ -92,12 +94,14 @@ class BertConfig:
     layer_norm_eps: float = 1e-12  # epsilon inside every LayerNorm (BERT 1e-12, RoBERTa 1e-5)
     pad_token_id: int = 0  # id of [PAD] (BERT 0, RoBERTa 1); RoBERTa's position ids depend on it
     initializer_range: float = 0.02  # std of the normal initialisation of weight matrices
-    model_type: str = "bert"  # "bert", "electra" or "roberta" (also "xlm-roberta", "camembert": RoBERTa-like)
+    model_type: str = "bert"  # "bert", "albert", "electra" or "roberta" ("xlm-roberta", "camembert" alike)
     embedding_size: Optional[int] = None  # E: ALBERT factorized embeddings when < H; None means E = H
     share_layers: bool = False  # ALBERT cross-layer sharing: one block's weights used by all layers
     num_labels: int = 2  # output classes of BertForSequenceClassification (1 = regression, MSE loss)
 
     def __post_init__(self):
+        if self.model_type == "bert" and (self.embedding_size is not None or self.share_layers):
+            self.model_type = "albert"  # (BERT with ALBERT's switches is ALBERT, in HF's layout too)
         self.validate()
 
     @property
@@ -135,9 +139,12 @@ class BertConfig:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.model_type not in ("bert", "electra") and not self.is_roberta:
-            problems.append(f"model_type {self.model_type!r} not supported; use 'bert', 'electra' or one of "
-                            f"{ROBERTA_LIKE}")
+        if self.model_type not in ("bert", "albert", "electra") and not self.is_roberta:
+            problems.append(f"model_type {self.model_type!r} not supported; use 'bert', 'albert', 'electra' "
+                            f"or one of {ROBERTA_LIKE}")
+        if self.share_layers and self.model_type != "albert":
+            problems.append(f"share_layers is ALBERT's: it needs BERT's positions (model_type 'albert'), "
+                            f"not {self.model_type!r}")
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < (
                 self.vocab_size if isinstance(self.vocab_size, int) else 0):
             problems.append(f"pad_token_id must be an id in [0, vocab_size), got {self.pad_token_id!r}")
@@ -154,7 +161,11 @@ class BertConfig:
             raise ValueError("invalid BertConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.model_type == "albert":  # HF's names: E always; one layer group (shared) or one per layer
+            d.update(embedding_size=self.emb_size, inner_group_num=1,
+                     num_hidden_groups=1 if self.share_layers else self.num_hidden_layers)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
@@ -171,6 +182,14 @@ class BertConfig:
             del kwargs["pad_token_id"]
         if "num_labels" not in kwargs and isinstance(d.get("id2label"), dict):
             kwargs["num_labels"] = len(d["id2label"])  # HF writes the labels instead of their count
+        if d.get("model_type") == "albert":
+            layers, groups = d.get("num_hidden_layers", 12), d.get("num_hidden_groups", 1)
+            if d.get("inner_group_num", 1) != 1 or groups not in (1, layers):
+                raise ValueError(f"ALBERT with {groups} layer groups of {d.get('inner_group_num', 1)} layers "
+                                 f"is not supported (only one shared layer, or none shared)")
+            E = d.get("embedding_size", 128)
+            kwargs.update(share_layers=groups == 1 and layers > 1,
+                          embedding_size=None if E == d.get("hidden_size", 768) else E)
         return cls(**kwargs)
 
     def to_json_file(self, path) -> None:
@@ -220,7 +239,9 @@ class BertEmbeddings(nn.Module):
         self.layer_norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         # ALBERT: a V x E table (E small) then an E -> H projection costs V E + E H parameters instead of V H.
-        self.projection = nn.Linear(E, config.hidden_size) if E != config.hidden_size else None
+        # (ALBERT has the projection even when E = H)
+        albert = config.model_type == "albert"
+        self.projection = nn.Linear(E, config.hidden_size) if E != config.hidden_size or albert else None
 
     def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         B, T = input_ids.shape
@@ -339,7 +360,8 @@ class BertPooler(nn.Module):
 
 class _Pretrained(nn.Module):
     config: BertConfig
-    hf_architecture = {"bert": "BertModel", "roberta": "RobertaModel", "electra": "ElectraModel"}
+    hf_architecture = {"bert": "BertModel", "roberta": "RobertaModel", "electra": "ElectraModel",
+                       "albert": "AlbertModel"}
 
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation (google-research/bert: truncated normal, std 0.02; HF: plain normal):
@@ -393,7 +415,7 @@ class _Pretrained(nn.Module):
 
     def save_pretrained(self, directory) -> None:
         """Write config.json (HF field names, plus model_type and architectures) and model.safetensors in
-        HF's key layout, so `transformers` loads it (unless the ALBERT switches are on)."""
+        HF's key layout, so `transformers` loads it."""
         directory = Path(directory)
         config = self.config
         flavour = config.flavour
@@ -522,7 +544,8 @@ def _mlm_logits_and_loss(head, hidden, word_embeddings, labels):
 
 
 class BertForMaskedLM(_Pretrained):
-    hf_architecture = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM"}
+    hf_architecture = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM",
+                       "albert": "AlbertForMaskedLM"}
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -834,6 +857,11 @@ HF_LAYER_NAMES = {  # ours (inside layers.<i>.)  ->  HF (inside encoder.layer.<i
     "ffn_out": "output.dense",
     "ffn_norm": "output.LayerNorm",
 }
+ALBERT_LAYER_NAMES = {  # ours (inside layers.<i>.)  ->  HF ALBERT (inside albert_layers.0. of group <i>)
+    "query": "attention.query", "key": "attention.key", "value": "attention.value",
+    "attn_out": "attention.dense", "attn_norm": "attention.LayerNorm", "ffn_in": "ffn",
+    "ffn_out": "ffn_output", "ffn_norm": "full_layer_layer_norm",
+}
 HF_EMBEDDING_NAMES = {"word_embeddings": "word_embeddings", "position_embeddings": "position_embeddings",
                       "token_type_embeddings": "token_type_embeddings", "layer_norm": "LayerNorm",
                       "projection": "projection"}
@@ -843,6 +871,8 @@ HF_HEAD_NAMES = {  # ours -> HF, per flavour (ELECTRA: the generator's MLM head,
              "head.bias": "cls.predictions.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
     "roberta": {"head.dense": "lm_head.dense", "head.layer_norm": "lm_head.layer_norm",
                 "head.bias": "lm_head.bias", "nsp": "cls.seq_relationship", "classifier": "classifier"},
+    "albert": {"head.dense": "predictions.dense", "head.layer_norm": "predictions.LayerNorm",
+               "head.bias": "predictions.bias", "classifier": "classifier"},
     "electra": {"head.dense": "generator_predictions.dense",
                 "head.layer_norm": "generator_predictions.LayerNorm", "head.bias": "generator_lm_head.bias",
                 "rtd.dense": "discriminator_predictions.dense",
@@ -850,12 +880,13 @@ HF_HEAD_NAMES = {  # ours -> HF, per flavour (ELECTRA: the generator's MLM head,
 }
 # Keys that are copies of something else (the tied decoder) or not parameters at all (index buffers).
 _TIED_DECODER = {"cls.predictions.decoder.": "cls.predictions.", "lm_head.decoder.": "lm_head.",
-                 "generator_lm_head.": "generator_lm_head."}
+                 "generator_lm_head.": "generator_lm_head.", "predictions.decoder.": "predictions."}
 _BUFFER_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
 # Groups of keys that may be absent from a checkpoint as a whole (then freshly initialised) or present
 # while our model lacks them (then dropped, with a warning): the heads and the pooler.
 _OPTIONAL_GROUPS = ("pooler.", "cls.predictions.", "lm_head.", "cls.seq_relationship.", "classifier.",
-                    "generator_predictions.", "generator_lm_head.", "discriminator_predictions.")
+                    "generator_predictions.", "generator_lm_head.", "discriminator_predictions.",
+                    "predictions.")
 
 
 def hf_name(ours: str, config: BertConfig) -> str:
@@ -864,14 +895,20 @@ def hf_name(ours: str, config: BertConfig) -> str:
     intermediate.dense.weight'; 'head.bias' -> 'cls.predictions.bias' (BERT) or 'lm_head.bias'."""
     name = ours[len("bert."):] if ours.startswith("bert.") else ours
     parts = name.split(".")
+    albert = config.flavour == "albert"
     if parts[0] == "embeddings":
         if parts[1] == "projection" and config.flavour == "electra":  # ELECTRA keeps it beside embeddings
             return ".".join(["embeddings_project", *parts[2:]])
+        if parts[1] == "projection" and albert:  # ALBERT puts it at the encoder's input
+            return ".".join(["encoder.embedding_hidden_mapping_in", *parts[2:]])
         return ".".join(["embeddings", HF_EMBEDDING_NAMES[parts[1]], *parts[2:]])
+    if parts[0] == "layers" and albert:  # one group per distinct layer (a shared one: layers.0 only)
+        return ".".join(["encoder.albert_layer_groups", parts[1], "albert_layers.0",
+                         ALBERT_LAYER_NAMES[parts[2]], *parts[3:]])
     if parts[0] == "layers":
         return ".".join(["encoder.layer", parts[1], HF_LAYER_NAMES[parts[2]], *parts[3:]])
     if parts[0] == "pooler":
-        return name
+        return "pooler." + parts[-1] if albert else name  # (ALBERT's pooler is one Linear, "pooler")
     heads = HF_HEAD_NAMES[config.flavour]
     for our_prefix, hf_prefix in heads.items():
         if name == our_prefix or name.startswith(our_prefix + "."):
@@ -889,7 +926,7 @@ def _normalise_checkpoint_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
     for k, v in sd.items():
         if k.endswith(_BUFFER_SUFFIXES):
             continue  # position_ids / token_type_ids: constant index buffers, not weights
-        for prefix in ("bert.", "roberta.", "electra."):
+        for prefix in ("bert.", "roberta.", "electra.", "albert."):
             if k.startswith(prefix):
                 k = k[len(prefix):]
         # subtle: checkpoints converted from TF (and old HF versions) call LayerNorm's scale and shift

@@ -133,7 +133,8 @@ def check_settings(s):
         **{k: (lambda v: v >= 1, ">= 1") for k in ("batch_size", "grad_accum", "hidden_size", "num_layers",
                                                   "num_heads", "intermediate_size", "vocab_size",
                                                   "log_every")},
-        **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "more_steps", "phase1_steps", "phase2_steps",
+        **{k: (lambda v: v >= 0, ">= 0") for k in ("steps", "more_steps", "embedding_size", "phase1_steps",
+                                                  "phase2_steps",
                                                   "source_steps", "itl_layers", "eval_every", "eval_batches",
                                                   "patience",
                                                   "min_steps", "phase1_patience",
@@ -164,7 +165,8 @@ def check_settings(s):
 ONLY_FOR = {"xpt": ("phase1_steps", "phase2_steps", "method", "source", "itl_layers", "reused_lr_scale",
                     "init_shared", "phase1_patience"),
             "mlm": ("steps", "more_steps", "objective", "generator_size", "disc_weight", "hidden_size",
-                    "num_layers", "num_heads", "intermediate_size", "packing")}
+                    "num_layers", "num_heads", "intermediate_size", "packing", "embedding_size",
+                    "share_layers")}
 
 
 def check_task(s, given):

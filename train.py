@@ -75,6 +75,8 @@ class Settings:
     num_layers: int = 4           # encoder layers
     num_heads: int = 4            # attention heads (hidden_size must divide by it)
     intermediate_size: int = 512  # feed-forward width (BERT uses 4 x hidden)
+    embedding_size: int = 0       # ALBERT: word vectors this wide, projected to hidden_size (0 = hidden_size)
+    share_layers: bool = False    # ALBERT: one block's weights for every layer
     dropout: float = 0.1          # hidden and attention dropout
     # --- optimisation
     steps: int = 1000             # optimizer steps of --task=mlm
@@ -353,11 +355,6 @@ def word_first_position(ids, candidate, word_starts):
     return torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values
 
 
-def word_start_flags(tok):
-    """Bool tensor (V,) for whole-word masking, from the tokenizer."""
-    return torch.tensor([bool(tok.is_word_start(i)) for i in range(len(tok))])
-
-
 # ----------------------------------------------------------------------------------------------------
 # 4. The training loop
 # ----------------------------------------------------------------------------------------------------
@@ -629,20 +626,23 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
 # ----------------------------------------------------------------------------------------------------
 def tokenizer_info(tok, s):
     return {"mask_id": tok.mask_id, "vocab_size": len(tok), "special_ids": list(tok.special_ids),
-            "word_starts": word_start_flags(tok) if s.whole_word else None}
+            "word_starts": torch.tensor(tok.word_start_flags()) if s.whole_word else None}  # (V,) bool
 
 
 def fresh_config(s, tok):
-    """A BertConfig for a model trained from scratch: RoBERTa flavour for byte-level BPE (no segments,
-    positions offset by the pad id), BERT flavour for WordPiece."""
-    roberta = tok.kind == "bpe"
+    """A BertConfig for a model trained from scratch: RoBERTa for byte-level BPE (no segments, positions
+    after the pad id), BERT for WordPiece; ALBERT (BERT's positions) when either of its switches is on."""
+    albert = bool(s.embedding_size or s.share_layers)
+    roberta = tok.kind == "bpe" and not albert
     return bert.BertConfig(
         vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
         num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
         hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
         max_position_embeddings=s.max_len + (tok.pad_id + 1 if roberta else 0),
         type_vocab_size=1 if roberta and s.packing == "full" else 2, pad_token_id=tok.pad_id,
-        model_type="roberta" if roberta else "bert", layer_norm_eps=1e-5 if roberta else 1e-12)
+        model_type="roberta" if roberta else "albert" if albert else "bert",
+        layer_norm_eps=1e-5 if roberta else 1e-12, hidden_act="gelu_new" if albert else "gelu",
+        embedding_size=s.embedding_size or None, share_layers=s.share_layers)
 
 
 def electra_model(s, tok):

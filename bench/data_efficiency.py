@@ -458,7 +458,7 @@ def run_settings(p, method, *, lr, seed, device):
 # train.Settings fields added after runs were cached, with their default: left out of an arm's identity
 # while at that default, so that the cached runs stay valid
 SETTINGS_ADDED = {"span_masking": False, "objective": "mlm", "generator_size": 0.25, "disc_weight": 50.0,
-                  "min_steps": 0, "phase1_patience": 0, "more_steps": 0}
+                  "min_steps": 0, "phase1_patience": 0, "more_steps": 0, "embedding_size": 0, "share_layers": False}
 
 
 # train.Settings fields that moved to demo.DemoSettings, with the values every arm had: kept in an arm's
@@ -799,7 +799,8 @@ def markdown(res):
         for m in HEADLINE[::-1]:
             rs = cell(m, x)
             conv = sum(r["converged"] for r in rs)
-            cells.append(f"{_ms(*_mean_std([r['test_loss'] for r in rs]))} ({len(rs)} seeds, {conv} converged)"
+            cells.append(f"{_ms(*_mean_std([r['test_loss'] for r in rs]))} ({len(rs)} seed{'s' * (len(rs) > 1)}, "
+                         f"{conv} converged)"
                          if rs else "-")
         d = res["paired"].get(str(x))
         cells.append("-" if d is None else f"{d['verdict'] or 'one seed'} ({d['diff_mean']:+.3f})")

@@ -378,7 +378,8 @@ def test_albert_switches():
     n = [m.num_parameters() for m in (base, fact, shared, both)]
     assert n[0] > n[1] > n[3] and n[0] > n[2] > n[3]
     layer_params = sum(p.numel() for p in base.bert.layers[0].parameters())
-    assert n[0] - n[2] == layer_params  # one layer's weights instead of two
+    # one layer's weights instead of two; ALBERT keeps its E -> H projection even when E = H (36)
+    assert n[0] - n[2] == layer_params - (36 * 36 + 36)
     assert shared.bert.layers[0] is shared.bert.layers[1] and len(shared.bert.layers) == 2
     ids, mask, types = make_batch(0)
     for m in (fact, both):
@@ -390,13 +391,41 @@ def test_albert_switches():
 def test_albert_save_load_roundtrip(tmp_path):
     torch.manual_seed(0)
     m = BertForMaskedLM(BertConfig(**{**ODD, "embedding_size": 8, "share_layers": True})).eval()
+    assert m.config.model_type == "albert"  # (BERT with ALBERT's switches is ALBERT)
     m.save_pretrained(tmp_path)
     keys = read_safetensors(tmp_path / "model.safetensors")
-    assert "bert.embeddings.projection.weight" in keys and "bert.encoder.layer.1.attention.self.query.weight" not in keys
+    assert "albert.encoder.embedding_hidden_mapping_in.weight" in keys
+    assert "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight" in keys
+    assert not any(".albert_layer_groups.1." in k for k in keys)  # one shared layer, stored once
     m2 = BertForMaskedLM.from_pretrained(tmp_path).eval()
     assert m2.config == m.config and m2.fresh_parameters == []
     ids, mask, types = make_batch(0)
     torch.testing.assert_close(m(ids, mask, types).logits, m2(ids, mask, types).logits)
+    with pytest.raises(ValueError, match="share_layers is ALBERT's"):
+        BertConfig(**{**ODD, "model_type": "roberta", "share_layers": True})
+
+
+@pytest.mark.parametrize("switches", [{"embedding_size": 8}, {"share_layers": True},
+                                      {"embedding_size": 8, "share_layers": True}])
+def test_albert_matches_hf_both_ways(switches, tmp_path):
+    """Either switch saves HF's AlbertForMaskedLM layout: it loads with no missing or unexpected keys and
+    gives the same logits (ALBERT's gelu_new, its embedding LayerNorm at width E, its head to E); what HF
+    saves loads back into the same config."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    m = BertForMaskedLM(BertConfig(**{**ODD, "hidden_act": "gelu_new", **switches})).eval()
+    m.save_pretrained(tmp_path / "ours")
+    hf, info = transformers.AlbertForMaskedLM.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    hf.eval()
+    ids, mask, types = make_batch(0)
+    real = mask.bool()
+    ours, ref = m(ids, mask, types).logits, hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert torch.allclose(ours[real], ref[real], atol=1e-5), (ours - ref)[real].abs().max()
+    hf.save_pretrained(tmp_path / "hf")
+    back = BertForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    assert back.config == m.config
+    torch.testing.assert_close(back(ids, mask, types).logits, ours)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Every model folder the command line can write loads in HF's AutoTokenizer with our ids, and in a
-fill-mask pipeline that returns real tokens: mlm with either tokenizer (through train.main), and XPT from
+fill-mask pipeline that returns real tokens: mlm with either tokenizer and with ALBERT's switches
+(through train.main), and XPT from
 a BERT, a RoBERTa and an ELECTRA source with either tokenizer (build_xpt + the saves run_xpt ends with)."""
 from pathlib import Path
 
@@ -44,15 +45,18 @@ def check_folder(model_dir, tok, fill_dir=None):
     assert len(out) == 3 and all(r["token_str"] and "공원에" in r["sequence"] for r in out), out
 
 
-@pytest.mark.parametrize("kind", ["bpe", "wordpiece"])
-def test_mlm_output_loads_in_hf_tools(kind, toks, tmp_path):
+@pytest.mark.parametrize("kind,albert", [("bpe", False), ("wordpiece", False), ("bpe", True)])
+def test_mlm_output_loads_in_hf_tools(kind, albert, toks, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(train.read_documents(ROOT / "data" / "ko_train.txt")[:80]) + "\n")
     toks[kind].save(tmp_path / "tok")
     train.main(["--task=mlm", f"--corpus={corpus}", f"--tokenizer_dir={tmp_path / 'tok'}", "--steps=2",
                 "--hidden_size=32", "--num_layers=1", "--num_heads=2", "--intermediate_size=64", "--max_len=64",
-                "--batch_size=4", "--eval_every=0", f"--out_dir={tmp_path / 'out'}", "--device=cpu"])
+                "--batch_size=4", "--eval_every=0", f"--out_dir={tmp_path / 'out'}", "--device=cpu",
+                *(["--embedding_size=16", "--share_layers"] if albert else [])])
     check_folder(tmp_path / "out" / "model", toks[kind])
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "out" / "model")
+    assert config.model_type == ("albert" if albert else "roberta" if kind == "bpe" else "bert")
 
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece"])

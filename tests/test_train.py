@@ -165,7 +165,7 @@ def test_span_masking_statistics():
 
 
 def test_word_start_flags_follow_the_tokenizer(tok):
-    flags = train.word_start_flags(tok)
+    flags = train.tokenizer_info(tok, train.Settings(whole_word=True))["word_starts"]
     assert flags.shape == (len(tok),)
     for i in range(len(tok)):  # byte-level BPE: a word starts with the space marker; specials stand alone
         assert bool(flags[i]) == (tok.id_to_token(i).startswith("\u0120") or i in tok.special_ids), i
