@@ -820,6 +820,32 @@ _UMASK = os.umask(0o022)  # read the process's umask (the only way is to set it)
 os.umask(_UMASK)
 
 
+def save_folder(directory, tensors: dict, config: dict) -> None:
+    """An HF model folder: config.json and model.safetensors (t5.py and xlnet.py, whose parameter names
+    are HF's already, save through this)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_safetensors(directory / "model.safetensors", tensors, metadata={"format": "pt"})
+    atomic_write(directory / "config.json", json.dumps(config, indent=2).encode())
+
+
+def read_folder(directory) -> tuple[dict, dict]:
+    """(config.json as a dict, the model.safetensors tensors) of an HF model folder."""
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    return config, read_safetensors(directory / "model.safetensors")
+
+
+def load_exactly(model: nn.Module, sd: dict, directory) -> nn.Module:
+    """Load a state dict named like the model's own; a missing or unexpected key is a CheckpointError
+    that names them all."""
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{directory}: missing keys {sorted(missing)}, "
+                              f"unexpected keys {sorted(unexpected)}")
+    return model
+
+
 def atomic_write(path, data) -> None:
     """Write `data` (bytes, or a function that writes to a binary file) to a temp file in the same
     folder, flush it to disk, then rename it over `path`: a reader, or a rerun after a crash mid-write,

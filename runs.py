@@ -213,6 +213,10 @@ def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=Fals
     lines = [f"{desc}: {done}held-out loss {r['loss']:.4f} at [MASK] positions, unigram floor {floor:.4f} "
              f"({r['loss'] - floor:+.3f} nat): learned context: "
              f"{verdict}; masked-token accuracy {r['acc']:.1%}"]
+    if verdict != "yes":
+        lines.append("  still at the unigram plateau: the loss token frequencies alone give. Small masked "
+                     "LMs sit there for\n  a while before they learn from context; more steps "
+                     "(--more_steps=N) or more text move them on")
     if "sentence_acc" in r:
         lines.append(f"  sentence-pair accuracy (NSP/SOP) {r['sentence_acc']:.1%} (chance: 50%)")
     lines += [f"  model and tokenizer (HF format): {model_dir}", f"  log: {', '.join(map(str, logs))}"]

@@ -34,10 +34,8 @@ sizes); no fp16 clamping; no model parallelism; the span-corruption pre-processi
 sequence at a time (the reference packs examples).
 """
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
@@ -325,26 +323,18 @@ class T5ForConditionalGeneration(nn.Module):
     ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
     def save_pretrained(self, directory):
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v for k, v in self.state_dict().items() if k not in self.ALIASES}
-        bert.write_safetensors(directory / "model.safetensors", tensors, metadata={"format": "pt"})
-        bert.atomic_write(directory / "config.json", json.dumps(self.config.to_dict(), indent=2).encode())
+        bert.save_folder(directory, tensors, self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, directory):
-        directory = Path(directory)
-        model = cls(T5Config.from_dict(json.loads((directory / "config.json").read_text())))
-        sd = bert.read_safetensors(directory / "model.safetensors")
+        config, sd = bert.read_folder(directory)
+        model = cls(T5Config.from_dict(config))
         if model.config.tie_word_embeddings:
             sd.pop("lm_head.weight", None)  # (a tied copy some writers keep)
         for alias in cls.ALIASES:
             sd.setdefault(alias, sd.get("shared.weight"))
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise bert.CheckpointError(f"{directory}: missing keys {sorted(missing)}, unexpected keys "
-                                       f"{sorted(unexpected)}")
-        return model
+        return bert.load_exactly(model, sd, directory)
 
 
 # ----------------------------------------------------------------------------------------------------

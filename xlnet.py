@@ -32,10 +32,8 @@ Differs from the reference: no memory (`mems`), no segment recurrence, no bidire
 (bi_data) and no `clamp_len`: the model sees one sequence at a time; attn_type "bi" only.
 """
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
@@ -251,23 +249,14 @@ class XLNetLMHeadModel(nn.Module):
 
     # ---- HF checkpoints: our parameter names are HF's; the output layer's weight is the word table ----
     def save_pretrained(self, directory):
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v for k, v in self.state_dict().items() if k != "lm_loss.weight"}
-        bert.write_safetensors(directory / "model.safetensors", tensors, metadata={"format": "pt"})
-        bert.atomic_write(directory / "config.json", json.dumps(self.config.to_dict(), indent=2).encode())
+        bert.save_folder(directory, tensors, self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, directory):
-        directory = Path(directory)
-        model = cls(XLNetConfig.from_dict(json.loads((directory / "config.json").read_text())))
-        sd = bert.read_safetensors(directory / "model.safetensors")
-        sd.setdefault("lm_loss.weight", sd.get("transformer.word_embedding.weight"))
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise bert.CheckpointError(f"{directory}: missing keys {sorted(missing)}, unexpected keys "
-                                       f"{sorted(unexpected)}")
-        return model
+        config, sd = bert.read_folder(directory)
+        sd.setdefault("lm_loss.weight", sd.get("transformer.word_embedding.weight"))  # (stored once)
+        return bert.load_exactly(cls(XLNetConfig.from_dict(config)), sd, directory)
 
 
 def permutation_targets(input_ids, attention_mask=None, k=6, generator=None):

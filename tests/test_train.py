@@ -441,11 +441,12 @@ def test_a_finished_run_says_so_with_its_summary(corpus, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     again = subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, text=True, env=env)
     for r, done in ((first, ""), (again, "already finished: ")):
-        lines = r.stdout.splitlines()[-3:]
+        lines = r.stdout.splitlines()[-5:]
         assert lines[0].startswith(f"mlm: {done}held-out loss ") and "unigram floor" in lines[0], lines
-        assert "learned context: no" in lines[0]  # (3 steps: nothing learned, and it says so)
-        assert lines[1] == f"  model and tokenizer (HF format): {tmp_path / 'model'}"
-        assert lines[2] == f"  log: {tmp_path / 'run' / 'log.jsonl'}"
+        assert "learned context: no" in lines[0]  # (3 steps: nothing learned, and it says so, with remedies)
+        assert lines[1].startswith("  still at the unigram plateau") and "--more_steps" in lines[2]
+        assert lines[3] == f"  model and tokenizer (HF format): {tmp_path / 'model'}"
+        assert lines[4] == f"  log: {tmp_path / 'run' / 'log.jsonl'}"
 
 
 def test_ddp_with_accumulation_matches_one_process(corpus, tmp_path):
