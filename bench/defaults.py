@@ -1,0 +1,170 @@
+"""
+Which `--task=mlm` settings learn context at the size a user starts with? One factor at a time.
+
+    python bench/defaults.py --preset=tiny      # toy data from the repository, seconds (the test)
+    python bench/defaults.py --preset=cpu       # 1 MB of English and of Korean, 2 cores, hours: resumable
+    python bench/defaults.py --report=bench/results/defaults_cpu.json
+
+BERT masks 15% of the tokens, with sequences of 512 and a peak lr of 1e-4 for a model 100x this size on
+billions of tokens. At 1 MB a small masked LM can sit on the unigram plateau (the loss token frequencies
+alone give, `train.unigram_loss`) for all of a laptop's patience; Wettig et al. 2022 (arXiv:2202.08005)
+found that masking more (40%) serves small budgets better. This bench measures, around a centre point and
+at train.py's old defaults, one factor at a time:
+
+  masking       15% / 30% / 40%
+  length        32 / 64 / 128 tokens per sequence
+  peak lr       5e-4 / 1e-3 / 2e-3
+  text          1 MB of English (../shared/data/en/web_bible.txt) and of Korean (NSMC unlabeled reviews),
+                a 4,000-token byte-level BPE each, 5% of the documents held out; 2 seeds;
+and records per run: the held-out loss every eval_every steps at [MASK] positions (15% at a time, the
+same scoring for every recipe), the unigram floor of the held-out text, the first step that is 0.1 below
+it ("leaves the plateau"), the loss after 1,000 and 3,000 steps, and the minutes.
+
+Every run is one JSON under --results_dir (bench/results/defaults_<preset>/), written as it finishes: a
+rerun trains only the missing ones. --workers runs that many at once, one thread each.
+"""
+import json
+import multiprocessing
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "data"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+
+import data_efficiency as de  # noqa: E402  (bench/data_efficiency.py: JSON helpers, report plumbing)
+import prepare  # noqa: E402  (data/prepare.py)
+import train  # noqa: E402
+
+CENTRE = {"mlm_probability": 0.4, "max_len": 32, "lr": 1e-3}
+OLD = {"mlm_probability": 0.15, "max_len": 64, "lr": 5e-4}  # train.py's defaults before this bench
+FACTORS = {"mlm_probability": (0.15, 0.3, 0.4), "max_len": (32, 64, 128), "lr": (5e-4, 1e-3, 2e-3)}
+PRESETS = {
+    "tiny": dict(texts={"en": ("lines", "data/en_train.txt"), "ko": ("lines", "data/ko_train.txt")}, max_bytes=60_000,
+                 steps=12,
+                 eval_every=4, vocab=400, seeds=(1,), batch_size=8, workers=1, factors={"lr": (1e-3, 2e-3)}),
+    "cpu": dict(texts={"en": ("paragraphs", "../shared/data/en/web_bible.txt"),
+                       "ko": ("lines", "../shared/data/nsmc/unlabeled.txt")},
+                max_bytes=1_000_000, steps=3000, eval_every=250, vocab=4000, seeds=(1, 2), batch_size=32,
+                workers=2, factors=FACTORS),
+}
+
+
+@dataclass
+class BenchSettings:
+    preset: str = "tiny"          # tiny (toy data, the test) | cpu (1 MB each language, hours)
+    out_dir: str = "out/defaults"  # corpora, tokenizers, runs
+    results_dir: str = ""         # one JSON per run; "" = bench/results/defaults_<preset>/ (tiny: under out_dir)
+    workers: int = 0              # runs at once, one thread each; 0 = the preset's
+    report: str = ""              # print the table of a summary JSON and stop
+
+
+def recipes(p):
+    """The recipes of the grid: the centre, each factor's other values around it, and the old defaults.
+    Returns {name: settings dict}."""
+    out = {"centre": dict(CENTRE), "old defaults": dict(OLD)}
+    for factor, values in p["factors"].items():
+        for v in values:
+            if v != CENTRE[factor]:
+                out[f"{factor}={v:g}"] = {**CENTRE, factor: v}
+    return out
+
+
+def corpus(p, lang, out):
+    """A UTF-8 text file of p["max_bytes"] of the language's documents (one per line), made once."""
+    path = Path(out) / "corpus" / f"{lang}.txt"
+    if not path.exists():
+        layout, source = p["texts"][lang]  # paragraphs (blank-line separated) or one document per line
+        source = ROOT / source
+        if not source.exists():
+            raise FileNotFoundError(f"{source} not found (the {lang} text of the {p!r} preset)"[:200])
+        docs = prepare.english_documents([source]) if layout == "paragraphs" else prepare.read_lines(source)
+        docs, _ = prepare.select(docs, max_bytes=p["max_bytes"], seed=0)
+        de._write_atomic(path, "".join(d + "\n" for d in docs))
+    return path
+
+
+def run_one(task):
+    """(lang, recipe name, settings, seed, preset, out, results_dir) -> the run's result (cached)."""
+    lang, name, recipe, seed, preset, out, results_dir = task
+    p = PRESETS[preset]
+    path = Path(results_dir) / f"{lang}-{name.replace('=', '')}-seed{seed}.json"
+    config = {"lang": lang, "recipe": recipe, "seed": seed, "steps": p["steps"], "batch_size": p["batch_size"]}
+    r = de.finished_file(path, config)
+    if r is not None:
+        return r
+    torch.set_num_threads(1)
+    s = train.Settings(task="mlm", steps=p["steps"], eval_every=p["eval_every"], batch_size=p["batch_size"],
+                       vocab_size=p["vocab"], seed=seed, ckpt_every=250, device="cpu", **recipe)
+    text = corpus(p, lang, out)
+    run_dir = Path(out) / "runs" / path.stem
+    t0 = time.time()
+    tok = train.get_tokenizer(s, train.split_documents(s, text)[0], Path(out) / f"tokenizer-{lang}")
+    _, _, evals = train.run_mlm(s, run_dir, text, "", tok, desc=path.stem)
+    train_data, valid_data = train.build_datasets(s, tok, text, None, run_dir / "cache")
+    floor, _ = train.floors(tok, train_data, valid_data)
+    curve = [{"step": e["step"], "loss": round(e["loss"], 4)} for e in evals]
+    left = next((c["step"] for c in curve if c["loss"] < floor - 0.1), None)
+    at = lambda k: next((c["loss"] for c in curve if c["step"] >= k), None)  # noqa: E731
+    r = {"lang": lang, "recipe_name": name, **config, "floor": floor, "curve": curve, "leaves_plateau_at": left,
+         "loss_1000": at(1000), "loss_end": curve[-1]["loss"], "below_floor_end": floor - curve[-1]["loss"],
+         "minutes": round((time.time() - t0) / 60, 2), "config": config}
+    de._write_atomic(path, json.dumps(r, indent=1))
+    return r
+
+
+def summary(rs):
+    return {"runs": sorted(rs, key=lambda r: (r["lang"], r["recipe_name"], r["seed"]))}
+
+
+def markdown(res):
+    lines = ["| text | recipe | seed | floor | leaves the plateau (step) | loss at 1,000 | loss at the end | "
+             "below the floor | minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {r['lang']} | {r['recipe_name']} | {r['seed']} | {r['floor']:.3f} | "
+                     f"{r['leaves_plateau_at'] or 'never'} | {f(r['loss_1000'])} | {f(r['loss_end'])} | "
+                     f"{r['below_floor_end']:+.3f} | {r['minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def run(b):
+    if de.reported(b, PRESETS, markdown):
+        return None
+    p = PRESETS[b.preset]
+    out = Path(b.out_dir) / b.preset
+    results_dir = Path(b.results_dir or (out / "results" if b.preset == "tiny" else
+                                         ROOT / "bench" / "results" / f"defaults_{b.preset}"))
+    for lang in p["texts"]:  # the corpora, before the workers start
+        corpus(p, lang, out)
+    tasks = [(lang, name, recipe, seed, b.preset, str(out), str(results_dir)) for lang in p["texts"]
+             for name, recipe in recipes(p).items() for seed in p["seeds"]]
+    workers = b.workers or p["workers"]
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            rs = pool.map(run_one, tasks, chunksize=1)
+    else:
+        rs = [run_one(t) for t in tasks]
+    res = summary(rs)
+    path = out / "summary.json" if b.preset == "tiny" else ROOT / "bench" / "results" / f"defaults_{b.preset}.json"
+    de._write_atomic(path, json.dumps(res, indent=1))
+    print(f"wrote {path}\n")
+    print(markdown(res))
+    return res
+
+
+def main(argv=None):
+    return run(train.parse_args(sys.argv[1:] if argv is None else argv, BenchSettings(), usage=[__doc__.strip()]))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,36 @@
+"""bench/defaults.py: the tiny preset end to end (one JSON per run, a rerun trains nothing, --report), and
+the grid's design: one factor at a time around the centre, plus the old defaults."""
+import json
+import time
+
+from conftest import load_script
+
+bd = load_script("bench/defaults.py")
+
+
+def test_tiny_preset_end_to_end(tmp_path, capsys):
+    t0 = time.time()
+    res = bd.main(["--preset=tiny", f"--out_dir={tmp_path}"])
+    elapsed = time.time() - t0
+    p = bd.PRESETS["tiny"]
+    assert len(res["runs"]) == len(p["texts"]) * len(bd.recipes(p)) * len(p["seeds"])
+    assert len(list((tmp_path / "tiny" / "results").glob("*.json"))) == len(res["runs"])
+    for r in res["runs"]:
+        assert r["floor"] > 0 and r["curve"][-1]["step"] == p["steps"]
+        assert r["below_floor_end"] == r["floor"] - r["curve"][-1]["loss"]
+        left = r["leaves_plateau_at"]
+        assert left is None or min(c["step"] for c in r["curve"] if c["loss"] < r["floor"] - 0.1) == left
+    t0 = time.time()
+    assert bd.main(["--preset=tiny", f"--out_dir={tmp_path}"]) == res and time.time() - t0 < elapsed / 2
+    capsys.readouterr()
+    bd.main([f"--report={tmp_path / 'tiny' / 'summary.json'}"])
+    assert capsys.readouterr().out.strip() == bd.markdown(json.loads((tmp_path / "tiny" / "summary.json").read_text()))
+
+
+def test_the_grid_moves_one_factor_at_a_time():
+    grid = bd.recipes(bd.PRESETS["cpu"])
+    assert grid["centre"] == bd.CENTRE and grid["old defaults"] == bd.OLD
+    for name, recipe in grid.items():
+        if name not in ("centre", "old defaults"):
+            assert sum(recipe[k] != bd.CENTRE[k] for k in bd.CENTRE) == 1, name
+    assert len(grid) == 2 + sum(len(v) - 1 for v in bd.FACTORS.values())
