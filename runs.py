@@ -243,9 +243,13 @@ class Interrupted(Exception):
     exit_code is the shell's for that signal (130, 143)."""
 
     def __init__(self, signum, step, where):
+        super().__init__(signum, step, where)  # (its args rebuild it: it crosses process pools)
         self.exit_code = 128 + signum
-        super().__init__(f"stopped at step {step} by {signal.Signals(signum).name}: checkpoint written to "
-                         f"{where}; rerun the same command to continue")
+
+    def __str__(self):
+        signum, step, where = self.args
+        return (f"stopped at step {step} by {signal.Signals(signum).name}: checkpoint written to {where}; "
+                f"rerun the same command to continue")
 
 
 class OutputInUseError(RuntimeError):

@@ -427,11 +427,10 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
                run_config=None, desc="train", step_offset=0):
     """Train `model` (any module whose forward(**batch) returns `.loss` and `.logits`) for `steps`
     optimizer steps, evaluating every s.eval_every steps; returns the evaluations. Resumes from out_dir
-    when it holds a checkpoint of the same run_config; does nothing more when it holds final.pt
     (runs._Run: the bookkeeping). step_offset: where this run starts in a longer story (XPT's phase 2
     after phase 1): data, masks and evaluation points continue from there; the lr schedule is the run's.
-    Early stopping (s.patience, after s.min_steps): the dev-best weights are the model's at the end.
-    Ctrl-C or SIGTERM: the step finishes, a checkpoint is written, runs.Interrupted is raised."""
+    Early stopping (s.patience, after s.min_steps) keeps the dev-best weights; Ctrl-C or SIGTERM finishes
+    the step, writes a checkpoint and raises runs.Interrupted."""
     groups = groups if groups is not None else default_groups(model, s.weight_decay)
     run = _Run.start(model, out_dir, steps, s, groups, run_config, desc, step_offset)
     if run.finished is not None:
@@ -488,7 +487,10 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
                 run.checkpoint()
             run.barrier()
     bar.close()
-    return run.finish(run_eval)
+    evals = run.finish(run_eval)
+    if stop["signum"]:  # asked during the last step (or the one that stalled): done, but the command stops
+        raise runs.Interrupted(stop["signum"], step_offset + run.step, run.final_path)
+    return evals
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -695,7 +697,7 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
         finished_before = (more / "final.pt").exists()
         evals = evals + train_loop(model, train_data, valid_data, out_dir=more, steps=s.more_steps,
                                    tok_info=tokenizer_info(tok, s), s=s, desc=f"{desc} +{s.more_steps}",
-                                   run_config={**run_config, "after": s.steps}, step_offset=s.steps)
+                                   run_config={**run_config, "after": s.steps}, step_offset=evals[-1]["step"])
         logs.append(more / "log.jsonl")
     save_model(model, tok, out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
     report(desc, evals, tok, train_data, valid_data, out_dir / "model", logs, finished_before)
@@ -754,10 +756,10 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
 
 def report(desc, evals, tok, train_data, valid_data, model_dir, logs, finished_before=False):
     """Print what a finished command ends with: how good, and where everything is (rank 0 only)."""
-    floor, _ = floors(tok, train_data, valid_data)
+    floor, r = floors(tok, train_data, valid_data)[0], evals[-1]
     if distributed()[0] == 0:
-        verdict = learned_context(evals[-1]["loss"], floor)
-        print(runs.summary_lines(desc, evals[-1], floor, verdict, model_dir, logs, finished_before))
+        verdict = learned_context(r["loss"], floor)
+        print(runs.summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before))
 
 
 def run_xpt_task(s):

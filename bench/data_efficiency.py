@@ -256,7 +256,7 @@ def efficiency_ratio(budgets, scratch_losses, loss, budget):
     return kind, b / budget
 
 
-def equal_loss_ratios(runs, n_seeds):
+def equal_loss_ratios(runs, n_seeds, floors=None):
     """The data-efficiency ratios of xpt against scratch, one per xpt budget, from finished runs
     [{method, budget_bytes, seed, test_loss, converged}] (the seeds of each cell averaged; scratch's
     budgets with at least one run form its curve). Returns a list of {xpt_budget_bytes, xpt_loss_mean,
@@ -264,12 +264,15 @@ def equal_loss_ratios(runs, n_seeds):
       measured     XPT's mean falls between two scratch budgets, every run of the three cells converged,
                    each cell with n_seeds seeds;
       preliminary  the same with fewer seeds in some cell;
-      lower_bound  XPT is below scratch at every budget (ratio > largest / B), or only XPT's runs have
-                   not converged (more training would lower XPT's loss: the true ratio is larger);
-      upper_bound  XPT is above scratch at the smallest budget (ratio < smallest / B), or only the
-                   bracketing scratch runs have not converged (the true ratio is smaller);
-      unresolved   both unconverged.
-    ratio_seeds: per paired seed k, XPT seed k against scratch seed k's curve."""
+      lower_bound  XPT is below scratch at every budget (ratio > largest / B; scratch's largest cell
+                   converged), or only XPT's runs have not converged (more training would lower XPT's
+                   loss: the true ratio is larger);
+      upper_bound  XPT is above scratch at the smallest budget (ratio < smallest / B; XPT converged), or
+                   only the bracketing scratch runs have not converged (the true ratio is smaller);
+      unresolved   both unconverged, or a bound whose own side did not converge.
+    ratio_seeds: per paired seed k, XPT seed k against scratch seed k's curve. floors ({budget: unigram
+    loss}): bracket_on_plateau says whether a bracketing scratch cell never got 0.1 below its floor
+    (converged by the rule, but if more steps let it leave the plateau, the true ratio is smaller)."""
     cell = {}
     for r in runs:
         cell.setdefault((r["method"], r["budget_bytes"]), []).append(r)
@@ -283,20 +286,23 @@ def equal_loss_ratios(runs, n_seeds):
         mean, std = _mean_std([r["test_loss"] for r in xr])
         kind, equal, i = budget_reaching(sb, s_mean, mean)
         bracket = [] if i is None else sorted({sb[i], sb[min(i + 1, len(sb) - 1)]})
+        x_ok = all(r["converged"] for r in xr)
         if kind == "<":
-            label = "upper_bound"
+            label = "upper_bound" if x_ok else "unresolved"
         elif kind == ">":
-            label = "lower_bound"
+            label = "lower_bound" if all(r["converged"] for r in cell[("scratch", sb[-1])]) else "unresolved"
         else:
-            x_ok = all(r["converged"] for r in xr)
             s_ok = all(r["converged"] for y in bracket for r in cell[("scratch", y)])
             label = {(True, True): "measured", (False, True): "lower_bound", (True, False): "upper_bound",
                      (False, False): "unresolved"}[(x_ok, s_ok)]
-            if label == "measured" and any(len(cell[c]) < n_seeds for c in [("xpt", x)] + [("scratch", y) for y in bracket]):
+            cells = [("xpt", x)] + [("scratch", y) for y in bracket]
+            if label == "measured" and any(len(cell[c]) < n_seeds for c in cells):
                 label = "preliminary"
+        plateau = [y for y in bracket if floors and s_mean[sb.index(y)] >= floors[str(y)] - 0.1]
         per_seed = []
         for r in xr:  # paired: scratch's curve of the same seed, where it has every budget
-            curve = {y: next((q["test_loss"] for q in cell[("scratch", y)] if q["seed"] == r["seed"]), None) for y in sb}
+            curve = {y: next((q["test_loss"] for q in cell[("scratch", y)] if q["seed"] == r["seed"]), None)
+                     for y in sb}
             if None not in curve.values():
                 k, value = efficiency_ratio(sb, [curve[y] for y in sb], r["test_loss"], x)
                 per_seed.append({"seed": r["seed"], "ratio": value, "kind": k})
@@ -304,7 +310,8 @@ def equal_loss_ratios(runs, n_seeds):
         out.append({"xpt_budget_bytes": x, "xpt_loss_mean": mean, "xpt_loss_std": std,
                     "scratch_equal_budget_bytes": equal, "bracket": bracket, "ratio": equal / x,
                     "ratio_text": ratio_text(kind, equal / x), "ratio_seeds": per_seed,
-                    "ratio_seeds_std": _mean_std(exact)[1], "seeds": [r["seed"] for r in xr], "kind": label})
+                    "ratio_seeds_std": _mean_std(exact)[1], "seeds": [r["seed"] for r in xr], "kind": label,
+                    "bracket_on_plateau": plateau})
     return out
 
 
@@ -626,9 +633,10 @@ def plan(p, done, part="lm"):
     s1, seeds = p["seeds"][0], list(p["seeds"])
     lrs = chosen_lrs(p, done)
     lr_of = lambda m, x: lrs.get((m, _nearest(x, p["grid_budgets"][m])))  # noqa: E731  (None: not yet, or all diverged)
-    if part == "ablations":
-        return [("arm", m, x, s1, lr_of("xpt", x)) for x in sorted(p["arm_budgets"]["xpt"], reverse=True)
-                for m in ABLATIONS if lr_of("xpt", x) is not None]
+    if part == "ablations":  # (xpt's grid first: the ablations take its rates; finished runs come back cached)
+        grid = [("arm", "xpt", x, s1, lr) for x in p["grid_budgets"]["xpt"] for lr in p["lr_grid"]]
+        return grid + [("arm", m, x, s1, lr_of("xpt", x)) for x in sorted(p["arm_budgets"]["xpt"], reverse=True)
+                       for m in ABLATIONS if lr_of("xpt", x) is not None]
     order = lambda m, x: (m != "scratch", -x)  # noqa: E731  (scratch's long runs first, big budgets first)
     cells = sorted(((m, x) for m in HEADLINE for x in p["arm_budgets"][m]), key=lambda c: order(*c))
     grid = [c for c in cells if c[1] in p["grid_budgets"][c[0]]]
@@ -643,7 +651,7 @@ def full_plan_size(p, part="lm"):
     """How many runs the whole plan holds (every rate known)."""
     n = len(p["lr_grid"]) + len(p["seeds"]) - 1
     if part == "ablations":
-        return len(ABLATIONS) * len(p["arm_budgets"]["xpt"])
+        return len(ABLATIONS) * len(p["arm_budgets"]["xpt"]) + len(p["grid_budgets"]["xpt"]) * len(p["lr_grid"])
     return sum(n if x in p["grid_budgets"][m] else len(p["seeds"]) for m in HEADLINE for x in p["arm_budgets"][m])
 
 
@@ -758,7 +766,7 @@ def summarize(e, p, runs, n_stale=0):
             "lr_grid": grid, "runs": [{k: r[k] for k in keep} for r in sorted(
                 headline, key=lambda r: (r["method"], r["budget_bytes"], r["seed"]))],
             "ablations": [{k: r[k] for k in keep} for r in ablations],
-            "ratios": equal_loss_ratios(headline, len(p["seeds"])), "paired": paired_differences(headline),
+            "ratios": equal_loss_ratios(headline, len(p["seeds"]), unigram), "paired": paired_differences(headline),
             "failed_runs": [{k: r[k] for k in ("method", "budget_bytes", "seed", "lr", "failed")} for r in failed],
             "complete": len(runs) + len(failed) - len(ablations) >= full_plan_size(p) and not any(
                 t not in done for t in plan(p, done)), "stale_runs": n_stale,
@@ -814,7 +822,8 @@ def markdown(res):
         lines.append(f"| {_size(q['xpt_budget_bytes'])} | {_ms(q['xpt_loss_mean'], q['xpt_loss_std'])} | "
                      f"{_size(q['scratch_equal_budget_bytes']) if q['bracket'] else '-'}"
                      f"{' (between ' + ' and '.join(map(_size, q['bracket'])) + ')' if len(q['bracket']) == 2 else ''} | "
-                     f"{q['ratio_text']} | {per} | {q['kind']} |")
+                     f"{q['ratio_text']} | {per} | {q['kind']}"
+                     f"{' (scratch at ' + ', '.join(map(_size, q['bracket_on_plateau'])) + ' on its plateau)' if q.get('bracket_on_plateau') else ''} |")
     lines += ["", "Peak learning rates, chosen on the dev split (seed 1; dev loss per rate):"]
     for m, xs in res["lr_grid"].items():
         for x, cells in xs.items():
@@ -823,7 +832,8 @@ def markdown(res):
                     f"{lr}: " + ("diverged" if c["dev_loss"] is None else
                                  f"{c['dev_loss']:.3f}{'' if c['converged'] else ' (not converged)'}")
                     for lr, c in cells.items())
-                    + (f" -> {res['lr'][f'{m} {x}']:g}" if f"{m} {x}" in res["lr"] else " (grid unfinished)"))
+                    + (" (grid unfinished)" if f"{m} {x}" not in res["lr"] else " -> every rate diverged"
+                       if res["lr"][f"{m} {x}"] is None else f" -> {res['lr'][f'{m} {x}']:g}"))
     if res.get("ablations"):
         lines += ["", "Ablations (one seed, xpt's rate): " + "; ".join(
             f"{r['method']} {_size(r['budget_bytes'])}: {r['test_loss']:.3f}" for r in res["ablations"]) + "."]
@@ -922,6 +932,9 @@ def cli(argv=None):
     and exit status 2, not a traceback."""
     try:
         main(argv)
+    except train.runs.Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
     except (prepare.PrepareError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

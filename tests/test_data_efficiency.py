@@ -226,9 +226,15 @@ def test_equal_loss_ratios_bracket_by_hand_and_label_their_bounds():
     assert label(below) == "lower_bound" and de.equal_loss_ratios(below, 3)[0]["ratio_text"] == "> 8x"
     above = [dict(r, test_loss=7.5) if r["method"] == "xpt" else r for r in runs]
     assert label(above) == "upper_bound" and de.equal_loss_ratios(above, 3)[0]["ratio_text"] == "< 4x"
-    # an unconverged scratch budget outside the bracket does not matter
+    # an unconverged scratch budget outside the bracket does not matter, except for a bound beyond it
     more = runs + [_run("scratch", 4 * S, k, 5.0, converged=False) for k in (1, 2, 3)]
     assert label(more) == "measured"
+    assert label([dict(r, test_loss=4.0) if r["method"] == "xpt" else r for r in more]) == "unresolved"
+    assert label(unconv(above, "xpt")) == "unresolved"  # above scratch, but it could still go lower
+    # a bracketing scratch cell that never left its plateau is flagged (converged by the rule, though)
+    floors = {str(S): 6.95, str(2 * S): 6.9}
+    [q] = de.equal_loss_ratios(runs, 3, floors)
+    assert q["kind"] == "measured" and q["bracket_on_plateau"] == [S]
 
 
 def test_paired_differences_use_the_two_sigma_rule():
@@ -256,6 +262,14 @@ def test_the_plan_waits_for_each_grid():
     done[("arm", "scratch", 100_000, 1, 1e-3)] = {"dev_loss": None, "lr": 1e-3}
     assert de.chosen_lrs(p, done)[("scratch", 100_000)] != 1e-3
     assert de.full_plan_size(p) == 2 * (3 + 2) + 2 * 3 + 2 * (3 + 2) + 2 * 3
+    # the ablations take xpt's rate at the nearest grid budget: the plan holds xpt's grid first
+    abl = de.plan(p, {}, "ablations")
+    assert abl == [("arm", "xpt", x, 1, lr) for x in p["grid_budgets"]["xpt"] for lr in p["lr_grid"]]
+    xdone = {("arm", "xpt", x, 1, lr): {"dev_loss": 6.0 - (lr == 1e-3), "lr": lr}
+             for x in p["grid_budgets"]["xpt"] for lr in p["lr_grid"]}
+    abl = de.plan(p, xdone, "ablations")
+    assert len(abl) == len(xdone) + len(de.ABLATIONS) * len(p["arm_budgets"]["xpt"])
+    assert all(t[4] == 1e-3 for t in abl if t[1] in de.ABLATIONS)
 
 
 def test_the_cpu_preset_follows_the_protocol():

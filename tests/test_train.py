@@ -435,6 +435,25 @@ def test_ctrl_c_and_sigterm_stop_after_a_checkpoint_and_resume_bit_identical(cor
     _same_as_never_stopped(tmp_path / "ref", out, steps)
 
 
+def test_a_stop_asked_in_the_last_step_is_not_lost(tok, corpus, tmp_path, monkeypatch):
+    """Ctrl-C during a run's last step: the run finishes (final.pt), and the command still stops
+    (runs.Interrupted), so XPT's phase 2 (or a --more_steps segment) does not start after it."""
+    s = tiny_settings(steps=3, eval_every=0)
+    tr, va = train.build_datasets(s, tok, corpus)
+    lr_at = train.lr_at
+
+    def signalling(step, total, warmup):  # called once per step, inside the signal handlers' block
+        if step == total - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return lr_at(step, total, warmup)
+    monkeypatch.setattr(train, "lr_at", signalling)
+    with pytest.raises(runs.Interrupted) as stopped:
+        train.train_loop(tiny_model(tok, s), tr, va, out_dir=tmp_path, steps=3, tok_info=train.tokenizer_info(tok, s),
+                         s=s)
+    assert stopped.value.exit_code == 130 and (tmp_path / "final.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (the handlers are put back)
+
+
 def test_a_finished_run_says_so_with_its_summary(corpus, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, text=True, env=env)
