@@ -98,7 +98,7 @@ ABLATIONS = tuple(m for m in xpt.METHODS if m not in HEADLINE)  # --part=ablatio
 # `patience` evaluations in a row have not beaten its best (phase 1: phase1_patience).
 PRESETS = {
     "tiny": dict(
-        arm_budgets={"scratch": (4_000, 8_000, 16_000), "xpt": (4_000,)},
+        arm_budgets={"scratch": (4_000, 16_000), "xpt": (4_000,)},
         grid_budgets={"scratch": (4_000, 16_000), "xpt": (4_000,)}, lr_grid=(3e-3, 1e-2), seeds=(1, 2),
         dev_lines=10, test_lines=20, tokenizer_bytes=20_000, ko_vocab=400, max_len=32, batch_size=8,
         mlm_probability=0.4, phase1_steps=4, phase1_patience=1, max_steps=8, eval_every=2, patience=2,

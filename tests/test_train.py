@@ -454,18 +454,29 @@ def test_a_stop_asked_in_the_last_step_is_not_lost(tok, corpus, tmp_path, monkey
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (the handlers are put back)
 
 
-def test_a_finished_run_says_so_with_its_summary(corpus, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, text=True, env=env)
-    assert first.returncode == 0, first.stderr[-2000:]
-    again = subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, text=True, env=env)
-    for r, done in ((first, ""), (again, "already finished: ")):
-        lines = r.stdout.splitlines()[-5:]
+def test_a_finished_run_says_so_and_more_steps_continue_it(corpus, tmp_path, capsys):
+    """A run ends with its summary (loss, floor, verdict with remedies, where things are); a rerun says
+    "already finished"; --more_steps=N goes on from its final weights for N more steps (a segment of its
+    own, the data stream continuing), and a rerun of that command is finished too."""
+    argv = _cmd(tmp_path, corpus, 3)[2:]
+    for done in ("", "already finished: "):
+        train.main(argv)
+        lines = capsys.readouterr().out.splitlines()[-5:]
         assert lines[0].startswith(f"mlm: {done}held-out loss ") and "unigram floor" in lines[0], lines
         assert "learned context: no" in lines[0]  # (3 steps: nothing learned, and it says so, with remedies)
         assert lines[1].startswith("  still at the unigram plateau") and "--more_steps" in lines[2]
         assert lines[3] == f"  model and tokenizer (HF format): {tmp_path / 'model'}"
         assert lines[4] == f"  log: {tmp_path / 'run' / 'log.jsonl'}"
+    first = torch.load(tmp_path / "run" / "final.pt", weights_only=True)["model"]
+    train.main(argv + ["--more_steps=4"])
+    out = capsys.readouterr().out
+    assert "resuming" not in out and "mlm +4: held-out loss" in out
+    assert [r["step"] for r in runs.read_log(tmp_path / "run+4" / "log.jsonl") if "loss" in r] == [4, 5, 6, 7]
+    after = torch.load(tmp_path / "run+4" / "final.pt", weights_only=True)["model"]
+    assert any(not torch.equal(first[k], after[k]) for k in first)
+    assert str(tmp_path / "run+4" / "log.jsonl") in out.splitlines()[-1]
+    train.main(argv + ["--more_steps=4"])
+    assert "mlm: already finished: held-out loss" in capsys.readouterr().out
 
 
 def test_ddp_with_accumulation_matches_one_process(corpus, tmp_path):
@@ -924,21 +935,3 @@ def test_whole_word_evaluation_masks_a_word_together():
             if ids[b, t] >= 50 and ids[b, t - 1] >= 5:  # a continuation piece after a real token
                 assert groups[b, t] == groups[b, t - 1], (b, t)
     assert (groups[:, 0] == -1).all()
-
-
-def test_more_steps_continue_a_finished_run(corpus, tmp_path):
-    """--more_steps=N: a finished mlm run goes on from its final weights for N more steps (a segment with
-    its own warm-up and decay, the data stream continuing), and a rerun of that command is finished."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    assert subprocess.run(_cmd(tmp_path, corpus, 3), capture_output=True, env=env).returncode == 0
-    first = torch.load(tmp_path / "run" / "final.pt", weights_only=True)["model"]
-    more = subprocess.run(_cmd(tmp_path, corpus, 3) + ["--more_steps=4"], capture_output=True, text=True, env=env)
-    assert more.returncode == 0, more.stderr[-2000:]
-    assert "resuming" not in more.stdout and "mlm +4: held-out loss" in more.stdout
-    logged = [r["step"] for r in runs.read_log(tmp_path / "run+4" / "log.jsonl") if "loss" in r]
-    assert logged == [4, 5, 6, 7]
-    after = torch.load(tmp_path / "run+4" / "final.pt", weights_only=True)["model"]
-    assert any(not torch.equal(first[k], after[k]) for k in first)
-    assert str(tmp_path / "run+4" / "log.jsonl") in more.stdout.splitlines()[-1]
-    again = subprocess.run(_cmd(tmp_path, corpus, 3) + ["--more_steps=4"], capture_output=True, text=True, env=env)
-    assert "mlm: already finished: held-out loss" in again.stdout
