@@ -767,6 +767,7 @@ def summarize(e, p, runs, n_stale=0):
                 headline, key=lambda r: (r["method"], r["budget_bytes"], r["seed"]))],
             "ablations": [{k: r[k] for k in keep} for r in ablations],
             "ratios": equal_loss_ratios(headline, len(p["seeds"]), unigram), "paired": paired_differences(headline),
+            "finished_runs": len(runs) + len(failed), "plan_size": full_plan_size(p),
             "failed_runs": [{k: r[k] for k in ("method", "budget_bytes", "seed", "lr", "failed")} for r in failed],
             "complete": len(runs) + len(failed) - len(ablations) >= full_plan_size(p) and not any(
                 t not in done for t in plan(p, done)), "stale_runs": n_stale,
@@ -820,10 +821,10 @@ def markdown(res):
     for q in res["ratios"]:
         per = ", ".join(ratio_text(s["kind"], s["ratio"]) for s in q["ratio_seeds"]) or "-"
         lines.append(f"| {_size(q['xpt_budget_bytes'])} | {_ms(q['xpt_loss_mean'], q['xpt_loss_std'])} | "
-                     f"{_size(q['scratch_equal_budget_bytes']) if q['bracket'] else '-'}"
+                     f"{_size(round(q['scratch_equal_budget_bytes'], -3)) if q['bracket'] else '-'}"
                      f"{' (between ' + ' and '.join(map(_size, q['bracket'])) + ')' if len(q['bracket']) == 2 else ''} | "
                      f"{q['ratio_text']} | {per} | {q['kind']}"
-                     f"{' (scratch at ' + ', '.join(map(_size, q['bracket_on_plateau'])) + ' on its plateau)' if q.get('bracket_on_plateau') else ''} |")
+                     + "".join(f", scratch {_size(y)} on its plateau" for y in q.get("bracket_on_plateau", [])) + " |")
     lines += ["", "Peak learning rates, chosen on the dev split (seed 1; dev loss per rate):"]
     for m, xs in res["lr_grid"].items():
         for x, cells in xs.items():
@@ -838,7 +839,8 @@ def markdown(res):
         lines += ["", "Ablations (one seed, xpt's rate): " + "; ".join(
             f"{r['method']} {_size(r['budget_bytes'])}: {r['test_loss']:.3f}" for r in res["ablations"]) + "."]
     st = res["settings"]
-    lines += ["", f"Runs: {len(runs)} of the protocol finished ({'complete' if res['complete'] else 'in progress'}), "
+    lines += ["", f"Runs: {res['finished_runs']} of the protocol's {res['plan_size']} finished "
+              f"({'complete' if res['complete'] else 'in progress'}), "
               f"{res['worker_seconds'] / 3600:.1f} worker-hours; step cap {st['max_steps']:,}, early stopping only "
               f"after {st['min_steps']['scratch']:,} steps for scratch ({st['min_steps']['xpt']:,} for xpt's phase 2) "
               f"and {st['patience'] * st['eval_every']:,} steps without a better dev loss."]
