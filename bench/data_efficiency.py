@@ -5,6 +5,7 @@ The paper's claim, measured in miniature: how much Korean text does XPT save?
     python bench/data_efficiency.py --preset=cpu         # real NSMC Korean, 2 cores, hours: resumable
     python bench/data_efficiency.py --preset=cpu --collect=true   # the summary from the runs finished so far
     python bench/data_efficiency.py --preset=cpu --part=ablations   # xpt's ablations, one seed each
+    python bench/data_efficiency.py --preset=cpu --part=finetune    # NSMC accuracy at 250 and 1,000 labels
     python bench/data_efficiency.py --preset=gpu         # the same protocol at 16x the budgets (one GPU)
     python bench/data_efficiency.py --report=bench/results/data_efficiency_cpu.json   # the README's tables
     python bench/data_efficiency.py --help
@@ -38,7 +39,8 @@ trained from scratch with up to 32x less Korean text. The protocol here (take 3)
   loss      masked-LM loss on the test split at [MASK] positions only, 15% of tokens (train.evaluate:
             evaluation masks fixed by the data alone, the same task for every arm), dev-best weights;
   floor     the unigram loss of each budget (add-0.5 token frequencies of the budget, scored on the
-            test split): a loss above it means nothing was learned from context;
+            test split): a loss above it means nothing was learned from context; for accuracy, the
+            majority class, a bag-of-words logistic regression and a random encoder fine-tuned alike;
   ratio     for each XPT budget B: the scratch budget at which scratch's mean converged loss equals
             XPT's mean (linear in log-budget between the two bracketing scratch budgets) divided by B;
             per-seed ratios from the paired seeds. kind: measured (bracketed, every run in it converged,
@@ -54,8 +56,9 @@ each (for these small models, faster than one job using every core). A bad setti
 stops the command with "error: ..." and exit status 2.
 
 Differs from the paper: budgets of kilobytes, not gigabytes; a 4-layer, 128-wide source; one ITL layer
-at each end; 40% masking and 32-token sequences for training (the demo's recipe). NSMC accuracy: see
-bench/electra_vs_mlm.py and issue notes (its fine-tuning part is not in this protocol yet).
+at each end; 40% masking and 32-token sequences for training (the demo's recipe). NSMC accuracy
+(--part=finetune) at few labels only, where pretraining can show: with 5,000 labels a random encoder
+fine-tuned the same way already matches a pretrained one.
 """
 import concurrent.futures
 import contextlib
@@ -96,6 +99,9 @@ ABLATIONS = tuple(m for m in xpt.METHODS if m not in HEADLINE)  # --part=ablatio
 # phase1_steps, then phase 2 at most max_steps - phase1_steps), its dev loss is evaluated every
 # eval_every global steps, and it stops early after min_steps[method] steps (of its last phase) once
 # `patience` evaluations in a row have not beaten its best (phase 1: phase1_patience).
+# --part=finetune: NSMC sentiment with ft_labels labelled rows (a prefix of the labelled split), about
+# ft_steps optimizer steps of ft_batch rows each, the best (rate of ft_lr_grid, epoch) on ft_dev rows, for the
+# encoders of ft_arms (the dev-best weights of the headline runs, every seed) and a random encoder.
 PRESETS = {
     "tiny": dict(
         arm_budgets={"scratch": (4_000, 16_000), "xpt": (4_000,)},
@@ -103,22 +109,25 @@ PRESETS = {
         dev_lines=10, test_lines=20, tokenizer_bytes=20_000, ko_vocab=400, max_len=32, batch_size=8,
         mlm_probability=0.4, phase1_steps=4, phase1_patience=1, max_steps=8, eval_every=2, patience=2,
         min_steps={"scratch": 4, "xpt": 2}, labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,), ft_epochs=1,
-        ft_batch=16, workers=1),
+        ft_batch=16, ft_labels=(16, 48), ft_steps=6, ft_arms=(("xpt", 4_000),), workers=1),
     "cpu": dict(
-        arm_budgets={"scratch": (50_000, 100_000, 200_000, 400_000), "xpt": (12_500, 25_000, 50_000, 100_000)},
+        arm_budgets={"scratch": (50_000, 100_000, 150_000, 200_000, 400_000),
+                     "xpt": (12_500, 25_000, 50_000, 100_000)},
         grid_budgets={"scratch": (100_000, 200_000), "xpt": (25_000, 50_000)}, lr_grid=(3e-4, 1e-3, 2e-3),
         seeds=(1, 2, 3), dev_lines=400, test_lines=1000, tokenizer_bytes=200_000, ko_vocab=2000, max_len=32,
         batch_size=64, mlm_probability=0.4, phase1_steps=1000, phase1_patience=4, max_steps=6000, eval_every=50,
         patience=20, min_steps={"scratch": 2000, "xpt": 1000}, labelled=5000, ft_dev=1000, test=2000,
-        ft_lr_grid=(3e-4, 1e-3), ft_epochs=2, ft_batch=32, workers=2),
+        ft_lr_grid=(3e-4, 1e-3), ft_epochs=2, ft_batch=32, ft_labels=(250, 1000), ft_steps=250,
+        ft_arms=(("xpt", 100_000), ("scratch", 200_000)), workers=2),
     "gpu": dict(  # the cpu protocol at 16x the budgets (the MB scale), longer caps; never run yet
-        arm_budgets={"scratch": (800_000, 1_600_000, 3_200_000, 6_400_000),
+        arm_budgets={"scratch": (800_000, 1_600_000, 2_400_000, 3_200_000, 6_400_000),
                      "xpt": (200_000, 400_000, 800_000, 1_600_000)},
         grid_budgets={"scratch": (1_600_000, 3_200_000), "xpt": (400_000, 800_000)}, lr_grid=(3e-4, 1e-3, 2e-3),
         seeds=(1, 2, 3), dev_lines=1000, test_lines=3000, tokenizer_bytes=1_600_000, ko_vocab=4000, max_len=32,
         batch_size=64, mlm_probability=0.4, phase1_steps=2000, phase1_patience=5, max_steps=30000, eval_every=200,
         patience=20, min_steps={"scratch": 6000, "xpt": 2000}, labelled=10000, ft_dev=2000, test=5000,
-        ft_lr_grid=(5e-5, 1e-4, 3e-4, 1e-3), ft_epochs=3, ft_batch=32, workers=1),
+        ft_lr_grid=(5e-5, 1e-4, 3e-4, 1e-3), ft_epochs=3, ft_batch=32, ft_labels=(250, 1000, 5000), ft_steps=500,
+        ft_arms=(("xpt", 1_600_000), ("scratch", 3_200_000)), workers=1),
 }
 for _p in PRESETS.values():  # every budget any arm trains on (the corpus files, in increasing order)
     _p["budgets"] = tuple(sorted({x for xs in _p["arm_budgets"].values() for x in xs}))
@@ -132,6 +141,7 @@ PRESET_FT_MAX_LEN = 32  # fine-tuning rows are cut to the source's 32 positions 
 class BenchSettings:
     preset: str = "tiny"          # tiny (toy data, the test) | cpu (real NSMC, 2 cores) | gpu (16x the budgets)
     part: str = "lm"              # lm (xpt and scratch: the ratios) | ablations (xpt's ablations, one seed)
+                                  # | finetune (NSMC accuracy at few labels, with its floors)
     out_dir: str = "out/data_efficiency"  # runs, corpora, caches; a rerun resumes from here
     results_dir: str = ""         # one JSON per finished run; "" = bench/results/data_efficiency_<preset>/
                                   # (tiny: under out_dir)
@@ -490,17 +500,28 @@ def finished(path, config):
     return finished_file(Path(path) / "result.json", config)
 
 
-def run_arm(e, method, budget, seed, lr, results_dir=None):
+def run_arm(e, method, budget, seed, lr, results_dir=None, need_model=False):
     """Post-train one arm (train.run_xpt: the step cap, dev-best weights, early stopping after
     min_steps) and score its dev-best weights on the test split. Every line it prints goes to
-    output.txt in its folder; the result goes to result.json there and, when given, to results_dir."""
+    output.txt in its folder; the result goes to result.json there and, when given, to results_dir.
+    need_model: train it again when only its result is here (its folder's model/ is what fine-tunes)."""
     config = arm_config(e, method, budget, seed, lr)
     d = arm_dir(e, method, budget, seed, lr)
     path = Path(results_dir) / f"{method}-{budget}-seed{seed}-lr{lr:g}.json" if results_dir is not None else None
     # a finished run: in its folder, or committed under results_dir (a new checkout has no run folders)
     r = finished(d, config) or (finished_file(path, config) if path is not None else None)
+    before = r
+    if r is not None and need_model and not r.get("failed") and not (d / "model" / "model.safetensors").exists():
+        r = None
     if r is None:
         r = _train_arm(e, method, budget, seed, lr, config, d)
+    if before is not None and r is not before:  # trained again for its weights: the same numbers, or say so
+        same = all(r.get(k) == before.get(k) for k in ("steps", "best_step", "dev_loss", "test_loss"))
+        if same:
+            r = before
+        else:
+            print(f"note: {method} {_size(budget)} seed {seed} lr {lr:g} trained again differs from its result: "
+                  f"test {before['test_loss']} then, {r['test_loss']} now (the new one is kept)")
     if path is not None and _read_json(path) != r:
         _write_atomic(path, json.dumps(r, indent=1))
     return r
@@ -556,12 +577,17 @@ def ft_settings(e, lr, seed):
                                      max_len=PRESET_FT_MAX_LEN, seed=seed, device=e.device)
 
 
-def run_finetune(e, model_dir, lr, seed, tag):
-    """Fine-tune the encoder in model_dir on the labelled rows; dev and test accuracy after every
+def run_finetune(e, model_dir, lr, seed, tag, n_labels=0):
+    """Fine-tune the encoder in model_dir on the first n_labels labelled rows (0: all of them, for
+    e.p["ft_epochs"] epochs; else about e.p["ft_steps"] steps); dev and test accuracy after every
     epoch; the reported test accuracy is the one of the dev-best epoch. Cached in model_dir/../."""
+    rows = e.ft["train"][:n_labels] if n_labels else e.ft["train"]
     fs = ft_settings(e, lr, seed)
+    if n_labels:  # few rows: as many epochs as make ft_steps steps (the dev-best epoch is kept)
+        fs.epochs = max(1, round(e.p["ft_steps"] / math.ceil(len(rows) / fs.batch_size)))
     config = {"model": hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()[:16],
-              "settings": {k: v for k, v in dataclasses.asdict(fs).items() if k != "device"}, "rows": e.ft["sha"]}
+              "settings": {k: v for k, v in dataclasses.asdict(fs).items() if k != "device"}, "rows": e.ft["sha"],
+              **({"labels": n_labels} if n_labels else {})}
     path = Path(model_dir).parent / f"finetune-{tag}-{_key(config)}.json"
     r = _read_json(path)
     if r is not None and r.get("config") == json.loads(json.dumps(config)):
@@ -570,11 +596,66 @@ def run_finetune(e, model_dir, lr, seed, tag):
     torch.manual_seed(seed)
     clf = finetune.load_classifier(model_dir, len(e.ft["labels"]))
     with contextlib.redirect_stderr(io.StringIO()):
-        best = finetune.finetune_best_epoch(clf, e.ft["train"], e.ft["dev"], e.ft["test"], fs, e.tok.pad_id,
+        best = finetune.finetune_best_epoch(clf, rows, e.ft["dev"], e.ft["test"], fs, e.tok.pad_id,
                                             desc=f"fine-tune {tag}")
     r = {"lr": lr, **best, "seconds": round(time.time() - t0, 1), "config": config}
     _write_atomic(path, json.dumps(r, indent=1))
     return r
+
+
+def ft_config(e, method, budget, seed, lm_lr):
+    """What defines one --part=finetune result: the encoder (a headline run's config, or the random
+    encoder's seed and shape) and the fine-tuning protocol."""
+    encoder = ({"random": seed, "source": e.source_sha or str(e.source), "vocab": len(e.tok)} if method == "random"
+               else arm_config(e, method, budget, seed, lm_lr))
+    fs = {k: v for k, v in dataclasses.asdict(ft_settings(e, 0.0, seed)).items() if k not in ("device", "lr", "epochs")}
+    return {"encoder": encoder, "settings": fs, "rows": e.ft["sha"],
+            **{k: e.p[k] for k in ("ft_labels", "ft_lr_grid", "ft_steps")}}
+
+
+def run_ft(e, method, budget, seed, lm_lr, results_dir=None):
+    """NSMC accuracy of one encoder at each of ft_labels: the dev-best (rate, epoch) of the fine-tuning
+    grid, its test accuracy. The encoder is a headline run's dev-best weights (trained again when this
+    checkout has only its JSON: seeded runs repeat exactly) or the random encoder (method "random").
+    The result goes to results_dir/finetune/ (one small JSON per encoder, committed as it lands)."""
+    config = ft_config(e, method, budget, seed, lm_lr)
+    name = f"{method}-{budget}-seed{seed}.json" if method != "random" else f"random-seed{seed}.json"
+    path = Path(results_dir or e.out / "results") / "finetune" / name
+    r = finished_file(path, config)
+    if r is not None:
+        return r
+    t0 = time.time()
+    if method == "random":
+        model_dir, lm = random_encoder(e, seed), None
+    else:
+        lm = run_arm(e, method, budget, seed, lm_lr, results_dir, need_model=True)
+        if lm.get("failed"):
+            raise ValueError(f"{method} {_size(budget)} seed {seed} diverged: no encoder to fine-tune")
+        model_dir = arm_dir(e, method, budget, seed, lm_lr) / "model"
+    labels = {}
+    for n in e.p["ft_labels"]:
+        cells = [run_finetune(e, model_dir, lr, seed, f"{n}-labels", n) for lr in e.p["ft_lr_grid"]]
+        best = max(cells, key=lambda c: c["dev_acc"])  # (the first of equals: the lower rate)
+        labels[str(n)] = {"lr": best["lr"], "epoch": best["epoch"], "dev_acc": best["dev_acc"],
+                          "test_acc": best["test_acc"], "grid": {f"{c['lr']:g}": c["dev_acc"] for c in cells}}
+    r = {"method": method, "budget_bytes": budget, "seed": seed, "lm_lr": lm_lr,
+         "lm_test_loss": lm and lm["test_loss"], "labels": labels, "seconds": round(time.time() - t0, 1),
+         "config": config}
+    _write_atomic(path, json.dumps(r, indent=1))
+    return r
+
+
+def ft_floors(e):
+    """The floors that need no pretraining, at each of ft_labels: always the majority class, and a
+    bag-of-words logistic regression (its L2 chosen on the ft_dev rows)."""
+    rows = e.ft["rows"]
+    out = {}
+    for n in e.p["ft_labels"]:
+        train_rows = rows["labelled"][:n]
+        bow, l2 = bow_logreg(train_rows, rows["ft_dev"], rows["ft_test"])
+        out[str(n)] = {"majority": majority_class([y for _, y in train_rows], [y for _, y in rows["ft_test"]]),
+                       "bow_logreg": bow, "bow_l2": l2}
+    return out
 
 
 def source_summary(e):
@@ -633,6 +714,11 @@ def plan(p, done, part="lm"):
     s1, seeds = p["seeds"][0], list(p["seeds"])
     lrs = chosen_lrs(p, done)
     lr_of = lambda m, x: lrs.get((m, _nearest(x, p["grid_budgets"][m])))  # noqa: E731  (None: not yet, or all diverged)
+    if part == "finetune":  # (the grids that choose the encoders' rates first: finished ones come back cached)
+        grid = [("arm", m, g, s1, lr) for m, x in p["ft_arms"] for g in [_nearest(x, p["grid_budgets"][m])]
+                for lr in p["lr_grid"]]
+        return grid + [("ft", "random", 0, k, 0.0) for k in seeds] + [
+            ("ft", m, x, k, lr_of(m, x)) for m, x in p["ft_arms"] for k in seeds if lr_of(m, x) is not None]
     if part == "ablations":  # (xpt's grid first: the ablations take its rates; finished runs come back cached)
         grid = [("arm", "xpt", x, s1, lr) for x in p["grid_budgets"]["xpt"] for lr in p["lr_grid"]]
         return grid + [("arm", m, x, s1, lr_of("xpt", x)) for x in sorted(p["arm_budgets"]["xpt"], reverse=True)
@@ -650,6 +736,9 @@ def plan(p, done, part="lm"):
 def full_plan_size(p, part="lm"):
     """How many runs the whole plan holds (every rate known)."""
     n = len(p["lr_grid"]) + len(p["seeds"]) - 1
+    if part == "finetune":
+        grids = {(m, _nearest(x, p["grid_budgets"][m])) for m, x in p["ft_arms"]}
+        return len(grids) * len(p["lr_grid"]) + (len(p["ft_arms"]) + 1) * len(p["seeds"])
     if part == "ablations":
         return len(ABLATIONS) * len(p["arm_budgets"]["xpt"]) + len(p["grid_budgets"]["xpt"]) * len(p["lr_grid"])
     return sum(n if x in p["grid_budgets"][m] else len(p["seeds"]) for m in HEADLINE for x in p["arm_budgets"][m])
@@ -667,13 +756,22 @@ def _init_worker(b_dict, threads):
 
 
 def _task(task, results_dir):
-    """("arm", method, budget, seed, lr) -> (task, result, seconds spent)."""
+    """("arm" | "ft", method, budget, seed, lr) -> (task, result, seconds spent)."""
     if "e" not in _WORKER:
         _WORKER["e"] = experiment(_WORKER["b"])
     e, t0 = _WORKER["e"], time.time()
-    if task[0] != "arm":
+    if task[0] not in ("arm", "ft"):
         raise ValueError(f"unknown task {task!r}")
-    return task, run_arm(e, *task[1:], results_dir=results_dir), time.time() - t0
+    return task, (run_arm if task[0] == "arm" else run_ft)(e, *task[1:], results_dir=results_dir), time.time() - t0
+
+
+def _task_text(task, r):
+    """One line on a finished task, for the progress bar."""
+    kind, m, x, k, lr = task
+    if kind == "ft":
+        accs = ", ".join(f"{n} labels {c['test_acc']:.1%}" for n, c in r["labels"].items())
+        return f"fine-tune {m}{'' if m == 'random' else ' ' + _size(x)} seed {k}: {accs}"
+    return f"{m} {_size(x)} seed {k} lr {lr:g}: " + ("diverged" if r.get("failed") else f"test {r['test_loss']:.3f}")
 
 
 def run_plan(p, part, workers, b_dict, results_dir, bar_desc):
@@ -707,8 +805,7 @@ def run_plan(p, part, workers, b_dict, results_dir, bar_desc):
                 task, r, _ = f.result()  # (a failed run raises here, naming itself in its output.txt)
                 done[task] = r
                 bar.update(1)
-                bar.set_postfix_str(f"{task[1]} {_size(task[2])} seed {task[3]} lr {task[4]:g}: " +
-                                    ("diverged" if r.get("failed") else f"test {r['test_loss']:.3f}"))
+                bar.set_postfix_str(_task_text(task, r))
     finally:
         bar.close()
         if pool is not None:
@@ -735,7 +832,35 @@ def collect(e, p, results_dir):
     return runs, stale
 
 
-def summarize(e, p, runs, n_stale=0):
+def collect_ft(e, p, results_dir):
+    """The finished --part=finetune results of this protocol in results_dir/finetune (the chosen LM
+    rate of each encoder is read from the file and checked through its config)."""
+    out = []
+    for path in sorted((Path(results_dir) / "finetune").glob("*.json")):
+        r = _read_json(path)
+        if r is not None and "config" in r and r["config"] == json.loads(json.dumps(
+                ft_config(e, r["method"], r["budget_bytes"], r["seed"], r["lm_lr"]))):
+            out.append(r)
+    return out
+
+
+def ft_summary(e, p, results):
+    """Per label count: the floors, and each encoder's test accuracy over its seeds."""
+    if not results:
+        return {}
+    floors = ft_floors(e)
+    out = {}
+    for n in p["ft_labels"]:
+        enc = {}
+        for r in results:
+            name = "random encoder" if r["method"] == "random" else f"{r['method']} {_size(r['budget_bytes'])}"
+            enc.setdefault(name, []).append(r["labels"][str(n)]["test_acc"])
+        out[str(n)] = {**floors[str(n)], "encoders": {
+            k: {"test_acc": v, "mean": _mean_std(v)[0], "std": _mean_std(v)[1]} for k, v in enc.items()}}
+    return out
+
+
+def summarize(e, p, runs, n_stale=0, ft_results=()):
     budgets = list(p["budgets"])
     info = train.tokenizer_info(e.tok, run_settings(p, "scratch", lr=1e-3, seed=1, device="cpu"))
     test_ids = e.data["test"]["input_ids"].numpy().ravel()
@@ -771,7 +896,10 @@ def summarize(e, p, runs, n_stale=0):
             "failed_runs": [{k: r[k] for k in ("method", "budget_bytes", "seed", "lr", "failed")} for r in failed],
             "complete": len(runs) + len(failed) - len(ablations) >= full_plan_size(p) and not any(
                 t not in done for t in plan(p, done)), "stale_runs": n_stale,
-            "worker_seconds": round(sum(r["seconds"] for r in runs), 1)}
+            "worker_seconds": round(sum(r["seconds"] for r in runs), 1),
+            "finetune": ft_summary(e, p, list(ft_results)),
+            "finetune_runs": [{k: r[k] for k in ("method", "budget_bytes", "seed", "lm_lr", "lm_test_loss", "labels")}
+                              for r in ft_results]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -838,6 +966,21 @@ def markdown(res):
     if res.get("ablations"):
         lines += ["", "Ablations (one seed, xpt's rate): " + "; ".join(
             f"{r['method']} {_size(r['budget_bytes'])}: {r['test_loss']:.3f}" for r in res["ablations"]) + "."]
+    if res.get("finetune"):
+        ft = res["finetune"]
+        names = sorted({k for c in ft.values() for k in c["encoders"]}, key=lambda k: (k != "random encoder", k))
+        lines += ["", "NSMC sentiment accuracy on the test rows with few labelled reviews (fine-tuned, the rate "
+                  "and epoch chosen on dev rows; mean ± std over the seeds), next to the floors that need no "
+                  "pretraining:", "",
+                  "| labels | majority class | bag-of-words | " + " | ".join(names) + " |",
+                  "|---" * (3 + len(names)) + "|"]
+        for n, c in ft.items():
+            cells = [n, f"{c['majority']:.1%}", f"{c['bow_logreg']:.1%}"]
+            for k in names:
+                q = c["encoders"].get(k)
+                cells.append("-" if q is None else f"{_ms(q['mean'] * 100, q['std'] and q['std'] * 100, '{:.1f}')}% "
+                             f"({len(q['test_acc'])} seed{'s' * (len(q['test_acc']) > 1)})")
+            lines.append("| " + " | ".join(cells) + " |")
     st = res["settings"]
     lines += ["", f"Runs: {res['finished_runs']} of the protocol's {res['plan_size']} finished "
               f"({'complete' if res['complete'] else 'in progress'}), "
@@ -901,8 +1044,8 @@ def run(b):
         return None
     if b.workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = the preset's), got {b.workers}")
-    if b.part not in ("lm", "ablations"):
-        raise ValueError(f"part must be lm or ablations, got {b.part!r}")
+    if b.part not in ("lm", "ablations", "finetune"):
+        raise ValueError(f"part must be lm, ablations or finetune, got {b.part!r}")
     p = PRESETS[b.preset]
     e = experiment(b)
     _WORKER.update(b=b, e=e)
@@ -915,7 +1058,7 @@ def run(b):
         run_plan(p, b.part, b.workers or p["workers"], dataclasses.asdict(b), results_dir,
                  f"{b.preset} {b.part} runs")
     runs, stale = collect(e, p, results_dir)
-    summary = summarize(e, p, runs, stale)
+    summary = summarize(e, p, runs, stale, collect_ft(e, p, results_dir))
     _write_atomic(json_out, json.dumps(summary, indent=1))
     print(f"wrote {json_out}")
     plot(summary, json_out.with_suffix(".png"))

@@ -66,6 +66,21 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     again = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu"])
     assert again["runs"] == summary["runs"] and time.time() - t0 < elapsed / 2
     assert not (tmp_path / "tiny" / "runs").exists()
+    # --part=finetune: the encoders' weights are gone with the run folders, so they train again and
+    # repeat their committed results exactly; accuracy at each label count next to its floors
+    committed = {f: f.read_bytes() for f in files}
+    ft = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--part=finetune"])
+    assert {f: f.read_bytes() for f in files} == committed and ft["runs"] == summary["runs"]
+    assert len(ft["finetune_runs"]) == len(p["seeds"]) * (len(p["ft_arms"]) + 1)
+    for n in p["ft_labels"]:
+        c = ft["finetune"][str(n)]
+        assert 0 < c["majority"] <= 1 and 0 < c["bow_logreg"] <= 1
+        assert set(c["encoders"]) == {"random encoder"} | {f"{m} {de._size(x)}" for m, x in p["ft_arms"]}
+        assert all(len(q["test_acc"]) == len(p["seeds"]) for q in c["encoders"].values())
+    for r in ft["finetune_runs"]:
+        assert set(r["labels"]) == {str(n) for n in p["ft_labels"]}
+        assert all(c["lr"] in p["ft_lr_grid"] and c["grid"] for c in r["labels"].values())
+    assert "| labels | majority class | bag-of-words | random encoder |" in capsys.readouterr().out
     files[0].unlink()  # a run's JSON gone: --collect does not train it again, the summary says so
     partial = de.main(["--preset=tiny", f"--out_dir={tmp_path}", "--device=cpu", "--collect=true"])
     assert not partial["complete"] and len(list((tmp_path / "tiny" / "results").glob("*.json"))) == len(files) - 1
@@ -261,7 +276,7 @@ def test_the_plan_waits_for_each_grid():
     # a diverged rate (no dev loss) is never chosen
     done[("arm", "scratch", 100_000, 1, 1e-3)] = {"dev_loss": None, "lr": 1e-3}
     assert de.chosen_lrs(p, done)[("scratch", 100_000)] != 1e-3
-    assert de.full_plan_size(p) == 2 * (3 + 2) + 2 * 3 + 2 * (3 + 2) + 2 * 3
+    assert de.full_plan_size(p) == 2 * (3 + 2) + 3 * 3 + 2 * (3 + 2) + 2 * 3
     # the ablations take xpt's rate at the nearest grid budget: the plan holds xpt's grid first
     abl = de.plan(p, {}, "ablations")
     assert abl == [("arm", "xpt", x, 1, lr) for x in p["grid_budgets"]["xpt"] for lr in p["lr_grid"]]
@@ -270,6 +285,17 @@ def test_the_plan_waits_for_each_grid():
     abl = de.plan(p, xdone, "ablations")
     assert len(abl) == len(xdone) + len(de.ABLATIONS) * len(p["arm_budgets"]["xpt"])
     assert all(t[4] == 1e-3 for t in abl if t[1] in de.ABLATIONS)
+    # fine-tuning: the grids that choose its encoders' rates, the random encoders (no rate needed), then
+    # every seed of each encoder at its chosen rate
+    ft = de.plan(p, {}, "finetune")
+    assert ft[:6] == [("arm", "xpt", 50_000, 1, lr) for lr in p["lr_grid"]] + [
+        ("arm", "scratch", 200_000, 1, lr) for lr in p["lr_grid"]]
+    assert ft[6:] == [("ft", "random", 0, k, 0.0) for k in p["seeds"]]
+    sdone = {("arm", "scratch", 200_000, 1, lr): {"dev_loss": 6.0 - (lr == 2e-3), "lr": lr} for lr in p["lr_grid"]}
+    ft = de.plan(p, {**xdone, **sdone}, "finetune")
+    assert ft[9:] == [("ft", "xpt", 100_000, k, 1e-3) for k in p["seeds"]] + [
+        ("ft", "scratch", 200_000, k, 2e-3) for k in p["seeds"]]
+    assert de.full_plan_size(p, "finetune") == len(ft)
 
 
 def test_the_cpu_preset_follows_the_protocol():
