@@ -68,8 +68,10 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -753,6 +755,17 @@ _WORKER = {}
 def _init_worker(b_dict, threads):
     torch.set_num_threads(threads)
     _WORKER["b"] = BenchSettings(**b_dict)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent, every=2.0):
+    """A worker whose command died (killed, or its terminal closed) would go on training its arm, or
+    sit idle, with nobody to collect the result, and a rerun would train the same arm beside it. So
+    each worker watches its parent and leaves when it is gone: a run loses only the steps since its
+    last checkpoint, as a killed command does."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _task(task, results_dir):

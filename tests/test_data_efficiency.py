@@ -311,3 +311,31 @@ def test_the_cpu_preset_follows_the_protocol():
     assert len(p["arm_budgets"]["scratch"]) >= 4 and min(p["arm_budgets"]["scratch"]) <= max(p["arm_budgets"]["xpt"])
     g = de.PRESETS["gpu"]
     assert min(g["arm_budgets"]["xpt"]) >= 16 * min(p["arm_budgets"]["xpt"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_worker_leaves_when_its_command_is_gone(tmp_path):
+    """A pool worker (started by _init_worker) whose command died is reparented; it notices and exits
+    instead of training on alone."""
+    import subprocess
+    import sys
+    mark = tmp_path / "started"
+    code = ("import dataclasses, sys, time; sys.path.insert(0, {root!r}); from conftest import load_script; "
+            "de = load_script('bench/data_efficiency.py'); "
+            "de._init_worker(dataclasses.asdict(de.BenchSettings()), 1); open({mark!r}, 'w').close(); time.sleep(120)"
+            ).format(root=str(ROOT / "tests"), mark=str(mark))
+    # the command: starts the worker, waits until it has started, then dies
+    shell = subprocess.run(["sh", "-c", 'python -c "$0" >/dev/null 2>&1 & echo $!; while [ ! -e "$1" ]; do sleep 0.05; done', code,
+                            str(mark)], env={"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"},
+                           capture_output=True, text=True, timeout=120)
+    pid = int(shell.stdout.split()[0])
+
+    def alive():  # (an exited child of a container's init may stay a zombie: that counts as gone)
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+    deadline = time.time() + 30
+    while alive() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive()
