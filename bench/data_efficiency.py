@@ -120,7 +120,7 @@ PRESETS = {
         batch_size=64, mlm_probability=0.4, phase1_steps=1000, phase1_patience=4, max_steps=6000, eval_every=50,
         patience=20, min_steps={"scratch": 2000, "xpt": 1000}, labelled=5000, ft_dev=1000, test=2000,
         ft_lr_grid=(3e-4, 1e-3), ft_epochs=2, ft_batch=32, ft_labels=(250, 1000), ft_steps=250,
-        ft_arms=(("xpt", 100_000), ("scratch", 200_000)), workers=2),
+        ft_arms=(("xpt", 100_000), ("scratch", 150_000)), workers=2),
     "gpu": dict(  # the cpu protocol at 16x the budgets (the MB scale), longer caps; never run yet
         arm_budgets={"scratch": (800_000, 1_600_000, 2_400_000, 3_200_000, 6_400_000),
                      "xpt": (200_000, 400_000, 800_000, 1_600_000)},

@@ -294,7 +294,7 @@ def test_the_plan_waits_for_each_grid():
     sdone = {("arm", "scratch", 200_000, 1, lr): {"dev_loss": 6.0 - (lr == 2e-3), "lr": lr} for lr in p["lr_grid"]}
     ft = de.plan(p, {**xdone, **sdone}, "finetune")
     assert ft[9:] == [("ft", "xpt", 100_000, k, 1e-3) for k in p["seeds"]] + [
-        ("ft", "scratch", 200_000, k, 2e-3) for k in p["seeds"]]
+        ("ft", "scratch", 150_000, k, 2e-3) for k in p["seeds"]]
     assert de.full_plan_size(p, "finetune") == len(ft)
 
 
