@@ -83,7 +83,8 @@ def fill(model, tok, text, top_k=5):
     where = [i for i, t in enumerate(ids) if t == tok.mask_id]
     probs = torch.softmax(logits[where].float(), dim=-1)  # (masks, V)
     top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-    return [[(tok.decode([int(i)]), float(p)) for p, i in zip(ps, idx)] for ps, idx in zip(top.values, top.indices)]
+    return [[(tok.decode([int(i)]), float(p)) for p, i in zip(ps, idx)]
+            for ps, idx in zip(top.values, top.indices)]
 
 
 def score(model, tok, text_file, corpus="", device="cpu"):
@@ -91,8 +92,8 @@ def score(model, tok, text_file, corpus="", device="cpu"):
     floor when the training corpus is given. Returns (evaluation, floor or None)."""
     s = train.Settings(max_len=model.config.max_len)
     train_data, valid_data = train.build_datasets(s, tok, corpus or text_file, text_file)
-    r = train.evaluate(model, valid_data, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
-                       batch_size=32, device=runs.pick_device(device))
+    r = train.evaluate(model, valid_data, mask_id=tok.mask_id, vocab_size=len(tok),
+                       special_ids=tok.special_ids, batch_size=32, device=runs.pick_device(device))
     return r, (train.floors(tok, train_data, valid_data)[0] if corpus else None)
 
 
@@ -115,10 +116,11 @@ def main(argv=None):
             print(f"  mask {k}: " + ", ".join(f"{t.strip() or repr(t)} {pr:.1%}" for t, pr in options))
     if p.text_file:
         r, floor = score(model, tok, p.text_file, p.corpus, p.device)
-        line = f"{p.text_file}: held-out loss {r['loss']:.4f} at [MASK] positions, masked-token accuracy {r['acc']:.1%}"
+        line = (f"{p.text_file}: held-out loss {r['loss']:.4f} at [MASK] positions, "
+                f"masked-token accuracy {r['acc']:.1%}")
         if floor is not None:
-            line += (f"; unigram floor of {p.corpus} {floor:.4f} ({r['loss'] - floor:+.3f} nat): learned context: "
-                     f"{train.learned_context(r['loss'], floor)}")
+            line += (f"; unigram floor of {p.corpus} {floor:.4f} ({r['loss'] - floor:+.3f} nat): "
+                     f"learned context: {train.learned_context(r['loss'], floor)}")
         print(line)
 
 

@@ -35,6 +35,34 @@ def test_readme_snippet_runs_and_the_docs_stay_short(capsys):
         assert not long, f"{md.name}: lines {long} are over 120 characters"
 
 
+def test_the_core_files_keep_the_shape_of_a_lecture():
+    """What keeps the code readable as it grows: train.py <= 800 lines (the loop; plumbing in runs.py),
+    no function over 80 lines and no line over 110 characters in the files a learner reads, and no
+    import circle among the top-level files (train.py routes to the demo only in its __main__ block)."""
+    import ast
+    core = ["tokenizer.py", "bert.py", "xpt.py", "train.py", "demo.py", "finetune.py", "runs.py", "predict.py",
+            "t5.py", "xlnet.py"]
+    assert len((ROOT / "train.py").read_text().splitlines()) <= 800
+    imports = {}
+    for name in core:
+        src = (ROOT / name).read_text()
+        long = [i + 1 for i, line in enumerate(src.splitlines()) if len(line) > 110]
+        assert not long, f"{name}: lines {long} are over 110 characters"
+        tree = ast.parse(src)
+        big = [f"{f.name} ({f.end_lineno - f.lineno + 1} lines)" for f in ast.walk(tree)
+               if isinstance(f, ast.FunctionDef) and f.end_lineno - f.lineno + 1 > 80]
+        assert not big, f"{name}: {big} over 80 lines"
+        top = [n for n in tree.body if not (isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))]
+        imports[name[:-3]] = {a.name.split(".")[0] for n in top for m in ast.walk(n)
+                              if isinstance(m, (ast.Import, ast.ImportFrom))
+                              for a in (m.names if isinstance(m, ast.Import) else [ast.alias(m.module or "")])}
+
+    def reaches(a, b, seen=()):
+        return any(m == b or (m in imports and m not in seen and reaches(m, b, (*seen, m))) for m in imports[a])
+    circles = [m for m in imports if reaches(m, m)]
+    assert not circles, f"import circles through {circles}"
+
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """A fresh clone of the committed repository (what CI and a new user get)."""
