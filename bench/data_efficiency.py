@@ -113,7 +113,7 @@ PRESETS = {
         min_steps={"scratch": 4, "xpt": 2}, labelled=100, ft_dev=50, test=0, ft_lr_grid=(1e-3,), ft_epochs=1,
         ft_batch=16, ft_labels=(16, 48), ft_steps=6, ft_arms=(("xpt", 4_000),), workers=1),
     "cpu": dict(
-        arm_budgets={"scratch": (50_000, 100_000, 150_000, 200_000, 400_000),
+        arm_budgets={"scratch": (50_000, 100_000, 150_000, 200_000, 250_000, 400_000),
                      "xpt": (12_500, 25_000, 50_000, 100_000)},
         grid_budgets={"scratch": (100_000, 200_000), "xpt": (25_000, 50_000)}, lr_grid=(3e-4, 1e-3, 2e-3),
         seeds=(1, 2, 3), dev_lines=400, test_lines=1000, tokenizer_bytes=200_000, ko_vocab=2000, max_len=32,
