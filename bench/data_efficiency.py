@@ -793,7 +793,10 @@ def run_plan(p, part, workers, b_dict, results_dir, bar_desc):
     Returns {task: result}."""
     done, running = {}, {}
     bar = tqdm(total=full_plan_size(p, part), desc=bar_desc, dynamic_ncols=True)
-    pool = None
+    pool, threads = None, torch.get_num_threads()
+    # one thread per arm in this process too, as in the pool's workers: a CPU run repeats its numbers
+    # exactly only at the same thread count (and two commands side by side then share the cores fairly)
+    torch.set_num_threads(1)
     if workers > 1:
         # spawn: fresh interpreters (forking a process that already ran torch can hang its thread pool)
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -821,6 +824,7 @@ def run_plan(p, part, workers, b_dict, results_dir, bar_desc):
                 bar.set_postfix_str(_task_text(task, r))
     finally:
         bar.close()
+        torch.set_num_threads(threads)
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return done

@@ -276,7 +276,7 @@ def test_the_plan_waits_for_each_grid():
     # a diverged rate (no dev loss) is never chosen
     done[("arm", "scratch", 100_000, 1, 1e-3)] = {"dev_loss": None, "lr": 1e-3}
     assert de.chosen_lrs(p, done)[("scratch", 100_000)] != 1e-3
-    assert de.full_plan_size(p) == 2 * (3 + 2) + 3 * 3 + 2 * (3 + 2) + 2 * 3
+    assert de.full_plan_size(p) == 2 * (3 + 2) + 4 * 3 + 2 * (3 + 2) + 2 * 3  # (grid cells, then the seeds)
     # the ablations take xpt's rate at the nearest grid budget: the plan holds xpt's grid first
     abl = de.plan(p, {}, "ablations")
     assert abl == [("arm", "xpt", x, 1, lr) for x in p["grid_budgets"]["xpt"] for lr in p["lr_grid"]]
