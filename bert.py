@@ -751,6 +751,46 @@ class ElectraPair(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Fresh models from train.py's settings (s: a train.Settings; tok: a tokenizer.py tokenizer)
+# ----------------------------------------------------------------------------------------------------
+def fresh_config(s, tok):
+    """A BertConfig for a model trained from scratch: RoBERTa for byte-level BPE (no segments, positions
+    after the pad id), BERT for WordPiece; ALBERT (BERT's positions) when either of its switches is on."""
+    albert = bool(s.embedding_size or s.share_layers)
+    roberta = tok.kind == "bpe" and not albert
+    return BertConfig(
+        vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
+        num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
+        hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
+        max_position_embeddings=s.max_len + (tok.pad_id + 1 if roberta else 0),
+        type_vocab_size=1 if roberta and s.packing == "full" else 2, pad_token_id=tok.pad_id,
+        model_type="roberta" if roberta else "albert" if albert else "bert",
+        layer_norm_eps=1e-5 if roberta else 1e-12, hidden_act="gelu_new" if albert else "gelu",
+        embedding_size=s.embedding_size or None, share_layers=s.share_layers)
+
+
+def new_electra(s, tok):
+    """--objective=electra: (ElectraPair, its run config): a discriminator of the settings' size
+    and a generator electra_generator_config of it (generator_size as wide), one loss. ELECTRA
+    numbers positions like BERT, whatever the tokenizer's pad id."""
+    disc = BertConfig(vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
+                           num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
+                           hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
+                           max_position_embeddings=s.max_len, type_vocab_size=1, pad_token_id=tok.pad_id,
+                           model_type="electra")
+    gen = electra_generator_config(disc, s.generator_size)
+    model = ElectraPair(ElectraForMaskedLM(gen), ElectraForPreTraining(disc), s.disc_weight)
+    return model, {"model": disc.to_dict(), "generator": gen.to_dict(), "disc_weight": s.disc_weight}
+
+
+def new_model(s, tok):
+    """--objective=mlm: a fresh BertForMaskedLM (BertForPreTraining with NSP/SOP pairs) and its run config."""
+    cfg = fresh_config(s, tok)
+    model = (BertForPreTraining if s.packing in ("nsp", "sop") else BertForMaskedLM)(cfg)
+    return model, {"model": cfg.to_dict()}
+
+
+# ----------------------------------------------------------------------------------------------------
 # Checkpoint files: safetensors, read and written by hand
 #
 # Format (https://github.com/huggingface/safetensors): 8 bytes little-endian u64 = n, then n bytes of

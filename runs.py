@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 import bert
+import t5
 import tokenizer as tokenizers_mod
 
 
@@ -146,7 +147,9 @@ def check_settings(s):
         "valid_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
         "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "warmup": (fraction, "in [0, 1] (a fraction of the steps)"),
-        "objective": (lambda v: v in ("mlm", "electra"), "mlm or electra"),
+        "objective": (lambda v: v in ("mlm", "electra", "plm", "t5"), "mlm, electra, plm or t5"),
+        "plm_k": (lambda v: v >= 2, ">= 2"),
+        "mean_span": (lambda v: v >= 1, ">= 1"),
         "generator_size": (lambda v: 0 < v <= 1, "in (0, 1]"),
         "disc_weight": (lambda v: v >= 0, ">= 0"),
     }
@@ -156,6 +159,12 @@ def check_settings(s):
         problems += device_problems(s.device)
     if not problems and s.hidden_size % s.num_heads:
         problems.append(f"--hidden_size={s.hidden_size} must be divisible by --num_heads={s.num_heads}")
+    if getattr(s, "objective", "mlm") != "mlm" and s.packing != "full":
+        problems.append(f"--objective={s.objective} pretrains on --packing=full "
+                        "(it has no sentence-pair task)")
+    if getattr(s, "objective", "mlm") in ("plm", "t5") and (s.whole_word or s.span_masking):
+        problems.append(f"--objective={s.objective} draws its own targets: --whole_word and --span_masking "
+                        "are for the masked LMs")
     if problems:
         raise ValueError("; ".join(problems))
     return s
@@ -164,7 +173,8 @@ def check_settings(s):
 # settings that only one task uses: naming one for the other task is a mistake, not a no-op
 ONLY_FOR = {"xpt": ("phase1_steps", "phase2_steps", "method", "source", "itl_layers", "reused_lr_scale",
                     "init_shared", "phase1_patience"),
-            "mlm": ("steps", "more_steps", "objective", "generator_size", "disc_weight", "hidden_size",
+            "mlm": ("steps", "more_steps", "objective", "generator_size", "disc_weight", "plm_k", "mean_span",
+                    "hidden_size",
                     "num_layers", "num_heads", "intermediate_size", "packing", "embedding_size",
                     "share_layers")}
 
@@ -181,6 +191,9 @@ def check_task(s, given):
         hint = " (the steps of XPT are --phase1_steps and --phase2_steps)" if "--steps" in ignored else ""
         raise ValueError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
                          f"--task={s.task}, only to --task={other}{hint}")
+    if s.task == "xpt" and not (s.source and s.corpus):
+        raise ValueError("--task=xpt needs --source=DIR (an HF-format checkpoint directory)" if not s.source
+                         else "--task=xpt needs --corpus=FILE (target-language text)")
     if s.task == "xpt":
         source = resolve_source(s.source) if s.source else None
         if source is not None:
@@ -210,9 +223,11 @@ def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=Fals
     """What a finished command prints last: the held-out loss `r` next to its unigram floor and the
     verdict (learned context or not), NSP/SOP accuracy, and where the model, tokenizer and logs are."""
     done = "already finished: " if finished_before else ""
-    lines = [f"{desc}: {done}held-out loss {r['loss']:.4f} at [MASK] positions, unigram floor {floor:.4f} "
+    where, acc = ("on its own targets", "target") if r.get("scored") else \
+        ("at [MASK] positions", "masked-token")
+    lines = [f"{desc}: {done}held-out loss {r['loss']:.4f} {where}, unigram floor {floor:.4f} "
              f"({r['loss'] - floor:+.3f} nat): learned context: "
-             f"{verdict}; masked-token accuracy {r['acc']:.1%}"]
+             f"{verdict}; {acc} accuracy {r['acc']:.1%}"]
     if verdict != "yes":
         lines.append("  still at the unigram plateau: the loss token frequencies alone give. Small masked "
                      "LMs sit there for\n  a while before they learn from context; more steps "
@@ -536,7 +551,8 @@ class _Run:
         r = evals[-1] if evals and evals[-1]["step"] == self.step_offset + self.step else run_eval()
         if self.master:
             print(f"{self.desc}: held-out loss {r['loss']:.4f}, perplexity {r['ppl']:.1f}, "
-                  f"masked-token accuracy {r['acc']:.1%} after {self.step} steps")
+                  f"{'target' if r.get('scored') else 'masked-token'} accuracy {r['acc']:.1%} "
+                  f"after {self.step} steps")
             if "disc_loss" in r:  # ELECTRA: the loss above is the generator's
                 print(f"{self.desc}: discriminator loss {r['disc_loss']:.4f}, "
                       f"right on {r['disc_acc_replaced']:.1%} "
@@ -816,8 +832,10 @@ def save_model(model, tok, directory):
         return
     model.save_pretrained(directory)
     tok.save(directory)
+    if isinstance(model.config, t5.T5Config):  # its sentinels <extra_id_N> join the tokenizer's files
+        t5.add_sentinels(directory, model.config.vocab_size)
     path = Path(directory) / "tokenizer_config.json"
-    if path.exists():
+    if path.exists() and hasattr(model.config, "max_len"):  # (XLNet, T5: relative positions, no length)
         config = json.loads(path.read_text(encoding="utf-8"))
         bert.atomic_write(path, json.dumps({**config, "model_max_length": model.config.max_len}, indent=2,
                                            ensure_ascii=False).encode())

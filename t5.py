@@ -34,8 +34,10 @@ sizes); no fp16 clamping; no model parallelism; the span-corruption pre-processi
 sequence at a time (the reference packs examples).
 """
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
@@ -382,6 +384,62 @@ def span_corruption(ids, vocab_size, eos_id=1, noise_density=0.15, mean_span=3.0
     inputs = torch.cat([corrupt(noise), torch.tensor([eos_id])])
     targets = torch.cat([corrupt(~noise), torch.tensor([eos_id])])
     return inputs, targets
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# Trained by train.py's loop: python train.py --task=mlm --objective=t5
+# ----------------------------------------------------------------------------------------------------
+N_SENTINELS = 100  # <extra_id_0> ... <extra_id_99> above the tokenizer's vocabulary, as in HF's T5
+
+
+def new_model(s, tok):
+    """A fresh T5ForConditionalGeneration of the settings' size (train.Settings: encoder and decoder
+    both num_layers deep) for tokenizer `tok` plus the sentinels; returns (model, the run's config)."""
+    c = T5Config(vocab_size=len(tok) + N_SENTINELS, d_model=s.hidden_size, d_kv=s.hidden_size // s.num_heads,
+                 d_ff=s.intermediate_size, num_layers=s.num_layers, num_decoder_layers=s.num_layers,
+                 num_heads=s.num_heads, dropout_rate=s.dropout, pad_token_id=tok.pad_id,
+                 eos_token_id=tok.eos_id, decoder_start_token_id=tok.pad_id)
+    return T5ForConditionalGeneration(c), {"model": c.to_dict(), "mean_span": s.mean_span}
+
+
+def make_batch(batch, tok_info, s, generator):
+    """The loop's hook: a packed batch -> span corruption of each row's text (its special tokens left
+    out: the end token closes the inputs and the targets), noise density s.mlm_probability, mean span
+    s.mean_span; inputs padded with the pad id, targets with -100."""
+    special = torch.as_tensor(tok_info["special_ids"], dtype=torch.long)
+    pad, eos, vocab = tok_info["pad_id"], tok_info["eos_id"], tok_info["vocab_size"] + N_SENTINELS
+    pairs = []
+    for ids in batch["input_ids"]:
+        text = ids[~torch.isin(ids, special)]
+        pairs.append(span_corruption(text, vocab, eos, s.mlm_probability, s.mean_span, generator)
+                     if len(text) >= 2 else (torch.tensor([eos]), torch.tensor([eos])))
+    def pad_to(xs, value):
+        return torch.nn.utils.rnn.pad_sequence(xs, batch_first=True, padding_value=value)
+    return {"input_ids": pad_to([x for x, _ in pairs], pad),
+            "attention_mask": pad_to([torch.ones_like(x) for x, _ in pairs], 0),
+            "labels": pad_to([y for _, y in pairs], -100)}
+
+
+def add_sentinels(directory, vocab_size, n=N_SENTINELS):
+    """Write the sentinels into a saved tokenizer (runs.save_model calls this after saving it):
+    <extra_id_i> gets id vocab_size - 1 - i (HF's order), and HF is told they are special (never split)."""
+    d, names = Path(directory), [f"<extra_id_{i}>" for i in range(n)]
+    special = names
+    if (d / "vocab.json").exists():  # byte-level BPE: {token: id}
+        vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
+        vocab.update({t: vocab_size - 1 - i for i, t in enumerate(names)})
+        bert.atomic_write(d / "vocab.json", json.dumps(vocab, ensure_ascii=False).encode())
+        # subtle: as RoBERTa's <mask> (tokenizer.py), a sentinel takes the space before it: a span's
+        # first token carries its word's space (Ġ), so the model never saw 'Ġ', '<extra_id_0>'
+        special = [{"__type": "AddedToken", "content": t, "lstrip": True, "rstrip": False,
+                    "normalized": False, "single_word": False, "special": True} for t in names]
+    else:  # WordPiece: line k of vocab.txt is id k
+        text = (d / "vocab.txt").read_text(encoding="utf-8") + "".join(t + "\n" for t in reversed(names))
+        bert.atomic_write(d / "vocab.txt", text.encode())
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        config = {**json.loads((d / name).read_text(encoding="utf-8")), "additional_special_tokens": special}
+        bert.atomic_write(d / name, json.dumps(config, indent=2, ensure_ascii=False).encode())
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ What is here, in reading order:
      section 4.2) or BERT's sentence pairs (Devlin et al. 2018, arXiv:1810.04805, section 3.1); the
      batch of a step is a pure function of the step.
   3. Masking: `mask_tokens`, BERT's 80/10/10 rule, drawn anew every time a sequence is used (RoBERTa's
-     dynamic masking), optionally whole-word or SpanBERT's spans.
+     dynamic masking), optionally whole-word or SpanBERT's spans; `make_inputs`: the objective as one
+     function (XLNet's factorization orders and T5's corrupted spans come from their model's file).
   4. The loop: `train_step` is one optimizer step (forward, loss weighted for gradient accumulation,
      backward, clipping, AdamW); `train_loop` runs it with linear warm-up/decay and evaluations.
-  5. Evaluation: `evaluate` at [MASK] positions, next to the `unigram_loss` floor.
+  5. Evaluation: `evaluate` at [MASK] positions (XLNet, T5: their own targets), next to the unigram floor.
   6. Tasks: `run_mlm` pretrains; `run_xpt` trains the phases of xpt.py with the same loop.
 Plumbing (start or exact resume, atomic checkpoints, interrupts, the lock, the log, DDP, argument
 parsing and checks, text in and caches): see runs.py, which changes nothing a model learns.
@@ -31,6 +32,7 @@ Differs from the references (RoBERTa/BERT training code):
 """
 import contextlib
 import dataclasses
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -43,7 +45,9 @@ from tqdm import tqdm
 
 import bert
 import runs
+import t5
 import tokenizer as tokenizers_mod
+import xlnet
 import xpt
 # the plumbing (runs.py); a few names are also used through train by demo.py, finetune.py and the benches
 from runs import (CheckpointMismatchError, CheckpointUnreadableError, NonFiniteLossError,  # noqa: F401
@@ -90,7 +94,10 @@ class Settings:
     mlm_probability: float = 0.15 # share of tokens chosen for prediction
     whole_word: bool = False      # mask all pieces of a word together
     span_masking: bool = False    # mask SpanBERT's spans (whole words, lengths ~ geometric, mean 3.8)
-    objective: str = "mlm"        # mlm (BERT/RoBERTa) | electra (replaced-token detection, --task=mlm)
+    objective: str = "mlm"        # mlm (BERT/RoBERTa) | electra (replaced-token detection) | plm (XLNet's
+                                  # permutation LM, xlnet.py) | t5 (span corruption, t5.py); --task=mlm
+    plm_k: int = 6                # plm: the last 1/K of each factorization order is predicted
+    mean_span: float = 3.0        # t5: mean length of a corrupted span (mlm_probability: the noise share)
     generator_size: float = 0.25  # electra: the generator's width as a fraction of the discriminator's
     disc_weight: float = 50.0     # electra: weight of the discriminator's loss (the paper's lambda)
     # --- XPT (xpt.py)
@@ -238,16 +245,9 @@ def batch_indices(n, step, global_batch, seed):
     return torch.stack(idx)
 
 
-_PERMS = {}
-
-
+@functools.lru_cache(maxsize=1)  # (the epoch's permutation, drawn once)
 def _permutation(n, seed, epoch):
-    key = (n, seed, epoch)
-    if key not in _PERMS:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        _PERMS.clear()
-        _PERMS[key] = torch.randperm(n, generator=g)
-    return _PERMS[key]
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -355,6 +355,24 @@ def word_first_position(ids, candidate, word_starts):
     return torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values
 
 
+OBJECTIVES = {"plm": xlnet, "t5": t5}  # objectives whose model and batches live in the model's file
+
+
+def make_inputs(s, tok_info):
+    """The objective as one function make(packed batch, generator) -> the model's inputs and labels:
+    masking for the masked LMs (BERT, RoBERTa, ELECTRA); XLNet's orders, T5's spans (`OBJECTIVES`)."""
+    if s.objective in OBJECTIVES:
+        return lambda batch, g: OBJECTIVES[s.objective].make_batch(batch, tok_info, s, g)
+
+    def mask(batch, g):
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
+            special_ids=tok_info["special_ids"], mlm_probability=s.mlm_probability, generator=g,
+            word_starts=tok_info.get("word_starts"), spans=s.span_masking)
+        return batch
+    return mask
+
+
 # ----------------------------------------------------------------------------------------------------
 # 4. The training loop
 # ----------------------------------------------------------------------------------------------------
@@ -435,15 +453,16 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     run = _Run.start(model, out_dir, steps, s, groups, run_config, desc, step_offset)
     if run.finished is not None:
         return run.finished
-    special_ids, word_starts = tok_info["special_ids"], tok_info.get("word_starts")
+    make = make_inputs(s, tok_info)
     n_rows = len(train_data["input_ids"])
     global_batch = s.batch_size * s.grad_accum * run.world
     warmup_steps = max(1, int(s.warmup * steps))
 
     def run_eval():
         r = evaluate(model, valid_data, mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-                     special_ids=special_ids, batch_size=max(s.batch_size, 64), device=run.device,
-                     max_batches=s.eval_batches, word_starts=word_starts, autocast=run.autocast)
+                     special_ids=tok_info["special_ids"], batch_size=max(s.batch_size, 64), device=run.device,
+                     max_batches=s.eval_batches, word_starts=tok_info.get("word_starts"),
+                     autocast=run.autocast, make=make if s.objective in OBJECTIVES else None)
         return run.record_eval(r)
 
     model.train()
@@ -457,10 +476,7 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
             idx = batch_indices(n_rows, step_offset + step, global_batch, s.seed)
             batch = {k: v[idx] for k, v in train_data.items()}
             g = torch.Generator().manual_seed(s.seed * 7919 + step_offset + step)
-            batch["input_ids"], batch["labels"] = mask_tokens(
-                batch["input_ids"], mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
-                special_ids=special_ids, mlm_probability=s.mlm_probability, generator=g,
-                word_starts=word_starts, spans=s.span_masking)
+            batch = make(batch, g)  # the objective's inputs and labels (masking for the masked LMs)
             lr = s.lr * lr_at(step, steps, warmup_steps)
             loss, grad_norm = train_step(run.net, run.optimizer, batch, lr=lr, accum=s.grad_accum,
                                          micro=s.batch_size, rank=run.rank, world=run.world,
@@ -559,7 +575,7 @@ def eval_mask_groups(input_ids, *, vocab_size, special_ids, mlm_probability=0.15
 
 @torch.no_grad()
 def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, device, mlm_probability=0.15,
-             max_batches=0, word_starts=None, autocast=contextlib.nullcontext):
+             max_batches=0, word_starts=None, autocast=contextlib.nullcontext, make=None):
     """Held-out masked-LM loss (mean over the predicted tokens), perplexity and accuracy, at [MASK]
     positions only: every held-out token is replaced by [MASK] once (one group of `eval_mask_groups`
     per pass, about 1/7 of the tokens) and predicted from its unmasked context.
@@ -569,7 +585,8 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     unigram floor F by about half a nat (~0.9 F + 0.1 ln 4) by copying it. With [MASK] everywhere, F
     (`unigram_loss`) is what ignoring the context is worth (a reference level, not a strict bound: a
     context-free model can land a little below smoothed counts), and every model is scored on exactly
-    the same task (train_loop keeps mlm_probability at 0.15 here whatever the training's masking rate)."""
+    the same task (train_loop keeps mlm_probability at 0.15 here whatever the training's masking rate).
+    make: XLNet and T5 (`make_inputs`) are scored on their own task instead, its draws from a fixed seed."""
     was_training = model.training
     model.eval()
     groups, k = eval_mask_groups(data["input_ids"], vocab_size=vocab_size, special_ids=special_ids,
@@ -578,6 +595,7 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     total_loss, total_right, total_n = 0.0, 0, 0
     disc = dict.fromkeys(("loss", "tokens", "replaced", "replaced_right", "original_right"), 0.0)
     pairs = [0, 0]  # NSP/SOP: sentence pairs right, scored
+    g = torch.Generator().manual_seed(20210305)  # (make's draws: the same targets in every evaluation)
     # ELECTRA samples its replacements: draw them from a fixed seed, leaving the training RNG untouched
     cuda = [device] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
@@ -588,13 +606,14 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
             batch = {k_: v[start:start + batch_size] for k_, v in data.items()}
             sentence = batch.pop("next_sentence_label", None)  # NSP/SOP: scored once per batch, below
             ids = batch["input_ids"]
-            for group in range(k):
+            for group in range(1 if make else k):
                 chosen = groups[start:start + batch_size] == group
-                if not chosen.any():
+                if make is None and not chosen.any():
                     continue
                 inputs = torch.where(chosen, torch.full_like(ids, mask_id), ids)
                 labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-                mb = {k_: v.to(device) for k_, v in {**batch, "input_ids": inputs, "labels": labels}.items()}
+                mb = make(batch, g) if make else {**batch, "input_ids": inputs, "labels": labels}
+                mb = {k_: v.to(device) for k_, v in mb.items()}
                 with autocast():
                     out = model(**mb)
                 logits = out.logits.float()
@@ -615,7 +634,8 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     if total_n == 0:
         raise ValueError("the held-out data has no maskable tokens")
     loss = total_loss / total_n
-    r = {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n}
+    r = {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": total_right / total_n, "tokens": total_n,
+         **({"scored": "on its own targets"} if make else {})}
     if disc["tokens"]:
         r.update(bert.electra_eval_metrics(disc))
     if pairs[1]:
@@ -623,42 +643,31 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     return r
 
 
+def task_floor(make, train_data, valid_data, vocab_size, batch_size=64):
+    """XLNet's and T5's floor: the unigram loss of their own targets (what `evaluate` scores for them,
+    drawn the same way), counts from the training rows' targets (T5's sentinels and end tokens too)."""
+    def targets(data):
+        g, n = torch.Generator().manual_seed(20210305), len(data["input_ids"])
+        ys = [make({k: v[i:i + batch_size] for k, v in data.items()}, g)["labels"]
+              for i in range(0, n, batch_size)]
+        return torch.cat([y[y != -100] for y in ys]).numpy()
+    return unigram_loss(targets(train_data), targets(valid_data), vocab_size)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 6. Tasks: MLM pretraining and XPT post-training
 # ----------------------------------------------------------------------------------------------------
 def tokenizer_info(tok, s):
     return {"mask_id": tok.mask_id, "vocab_size": len(tok), "special_ids": list(tok.special_ids),
+            "pad_id": tok.pad_id, "eos_id": tok.eos_id,
             "word_starts": torch.tensor(tok.word_start_flags()) if s.whole_word else None}  # (V,) bool
 
 
-def fresh_config(s, tok):
-    """A BertConfig for a model trained from scratch: RoBERTa for byte-level BPE (no segments, positions
-    after the pad id), BERT for WordPiece; ALBERT (BERT's positions) when either of its switches is on."""
-    albert = bool(s.embedding_size or s.share_layers)
-    roberta = tok.kind == "bpe" and not albert
-    return bert.BertConfig(
-        vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
-        num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
-        hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
-        max_position_embeddings=s.max_len + (tok.pad_id + 1 if roberta else 0),
-        type_vocab_size=1 if roberta and s.packing == "full" else 2, pad_token_id=tok.pad_id,
-        model_type="roberta" if roberta else "albert" if albert else "bert",
-        layer_norm_eps=1e-5 if roberta else 1e-12, hidden_act="gelu_new" if albert else "gelu",
-        embedding_size=s.embedding_size or None, share_layers=s.share_layers)
-
-
-def electra_model(s, tok):
-    """--objective=electra: (bert.ElectraPair, its run config): a discriminator of the settings' size
-    and a generator bert.electra_generator_config of it (generator_size as wide), one loss. ELECTRA
-    numbers positions like BERT, whatever the tokenizer's pad id."""
-    disc = bert.BertConfig(vocab_size=len(tok), hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
-                           num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size,
-                           hidden_dropout_prob=s.dropout, attention_probs_dropout_prob=s.dropout,
-                           max_position_embeddings=s.max_len, type_vocab_size=1, pad_token_id=tok.pad_id,
-                           model_type="electra")
-    gen = bert.electra_generator_config(disc, s.generator_size)
-    model = bert.ElectraPair(bert.ElectraForMaskedLM(gen), bert.ElectraForPreTraining(disc), s.disc_weight)
-    return model, {"model": disc.to_dict(), "generator": gen.to_dict(), "disc_weight": s.disc_weight}
+def new_model(s, tok):
+    """A fresh model for the objective and its run config, each built from the settings by its own file:
+    BERT/RoBERTa/ALBERT and ELECTRA's pair (bert.py), XLNet (xlnet.py), T5 (t5.py)."""
+    makers = {"mlm": bert.new_model, "electra": bert.new_electra, "plm": xlnet.new_model, "t5": t5.new_model}
+    return makers[s.objective](s, tok)
 
 
 def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm"):
@@ -672,17 +681,9 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
     def prepare():
         t = tok or get_tokenizer(s, split_documents(s, corpus, valid_corpus)[0], out_dir)
         return (t, *build_datasets(s, t, corpus, valid_corpus, out_dir / "cache"))
-    if s.objective == "electra" and s.packing != "full":
-        raise ValueError("--objective=electra pretrains on --packing=full "
-                         "(ELECTRA has no sentence-pair task)")
     tok, train_data, valid_data = rank0_first(prepare)
     torch.manual_seed(s.seed)
-    if s.objective == "electra":
-        model, run_config = electra_model(s, tok)
-    else:
-        cfg = fresh_config(s, tok)
-        model = (bert.BertForPreTraining if s.packing in ("nsp", "sop") else bert.BertForMaskedLM)(cfg)
-        run_config = {"model": cfg.to_dict()}
+    model, run_config = new_model(s, tok)
     if distributed()[0] == 0:  # (under torchrun: once)
         print(f"{desc}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{len(train_data['input_ids']):,} training sequences of {s.max_len} tokens, "
@@ -700,7 +701,9 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
                                    run_config={**run_config, "after": s.steps}, step_offset=evals[-1]["step"])
         logs.append(more / "log.jsonl")
     save_model(model, tok, out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
-    report(desc, evals, tok, train_data, valid_data, out_dir / "model", logs, finished_before)
+    floor = task_floor(make_inputs(s, tokenizer_info(tok, s)), train_data, valid_data,
+                       model.config.vocab_size) if s.objective in OBJECTIVES else None  # (None: the MLM's)
+    report(desc, evals, tok, train_data, valid_data, out_dir / "model", logs, finished_before, floor)
     return model, tok, evals
 
 
@@ -754,19 +757,16 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
     return model, evals
 
 
-def report(desc, evals, tok, train_data, valid_data, model_dir, logs, finished_before=False):
-    """Print what a finished command ends with: how good, and where everything is (rank 0 only)."""
-    floor, r = floors(tok, train_data, valid_data)[0], evals[-1]
+def report(desc, evals, tok, train_data, valid_data, model_dir, logs, finished_before=False, floor=None):
+    """Print what a finished command ends with: how good, and where everything is (rank 0 only). floor:
+    the objective's own (XLNet, T5); None = the masked LM's unigram floor."""
+    r, floor = evals[-1], (floors(tok, train_data, valid_data)[0] if floor is None else floor)
     if distributed()[0] == 0:
         verdict = learned_context(r["loss"], floor)
         print(runs.summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before))
 
 
 def run_xpt_task(s):
-    if not s.source:
-        raise ValueError("--task=xpt needs --source=DIR (an HF-format checkpoint directory)")
-    if not s.corpus:
-        raise ValueError("--task=xpt needs --corpus=FILE (target-language text)")
     out_dir = Path(s.out_dir)
 
     def prepare():

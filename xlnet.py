@@ -288,6 +288,29 @@ def permutation_targets(input_ids, attention_mask=None, k=6, generator=None):
     return perm_mask, target_mapping, labels
 
 
+
+# ----------------------------------------------------------------------------------------------------
+# Trained by train.py's loop: python train.py --task=mlm --objective=plm
+# ----------------------------------------------------------------------------------------------------
+def new_model(s, tok):
+    """A fresh XLNetLMHeadModel of the settings' size (train.Settings) for tokenizer `tok`; returns
+    (model, the run's config)."""
+    c = XLNetConfig(vocab_size=len(tok), d_model=s.hidden_size, n_layer=s.num_layers, n_head=s.num_heads,
+                    d_inner=s.intermediate_size, dropout=s.dropout, pad_token_id=tok.pad_id,
+                    bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
+    return XLNetLMHeadModel(c), {"model": c.to_dict(), "plm_k": s.plm_k}
+
+
+def make_batch(batch, tok_info, s, generator):
+    """The loop's hook: a packed batch (input_ids, attention_mask) -> the inputs and labels of
+    permutation LM, one factorization order per row (`permutation_targets`, K = s.plm_k). Special
+    tokens (<s>, </s>) may fall among the targets: they are not scored (labels -100)."""
+    ids, real = batch["input_ids"], batch["attention_mask"]
+    perm_mask, target_mapping, labels = permutation_targets(ids, real, k=s.plm_k, generator=generator)
+    special = torch.isin(labels, torch.as_tensor(tok_info["special_ids"], dtype=torch.long))
+    return {"input_ids": ids, "attention_mask": real, "perm_mask": perm_mask,
+            "target_mapping": target_mapping, "labels": labels.masked_fill(special, -100)}
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     ids = torch.arange(10, 26)[None].repeat(4, 1)  # one "sentence" of 16 tokens, four orders per step

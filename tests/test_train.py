@@ -16,6 +16,7 @@ import torch
 
 import bert
 import runs
+import t5
 import train
 from conftest import stopped_in_step
 import xpt
@@ -248,7 +249,7 @@ def tiny_settings(**kw):
 
 def tiny_model(tok, s):
     torch.manual_seed(0)
-    return train.bert.BertForMaskedLM(train.fresh_config(s, tok))
+    return train.bert.BertForMaskedLM(train.bert.fresh_config(s, tok))
 
 
 def test_gradient_accumulation_equals_one_big_batch(tok, corpus, tmp_path):
@@ -738,7 +739,102 @@ def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, t
     saved = bert.ElectraForPreTraining.from_pretrained(tmp_path / "whole" / "model")
     assert saved.config.model_type == "electra" and torch.equal(saved.rtd.prediction.weight, d.rtd.prediction.weight)
     with pytest.raises(ValueError, match="packing=full"):
-        train.run_mlm(train.dataclasses.replace(s, packing="nsp"), out_dir=tmp_path / "x", corpus=corpus, tok=tok)
+        train.check_settings(train.dataclasses.replace(s, packing="nsp"))
+
+
+@pytest.mark.parametrize("objective", ["plm", "t5"])
+def test_xlnet_and_t5_train_in_the_same_loop_resume_and_load_in_hf(objective, tok, corpus, tmp_path, monkeypatch,
+                                                                     capsys):
+    """--objective=plm (xlnet.py) and t5 (t5.py) through the masked LM's loop: scored on their own
+    held-out targets (the same ones in every evaluation) next to the unigram floor of those targets; a
+    run stopped mid-way resumes to the same weights; the folder loads in transformers with no missing
+    or unexpected keys, gives our logits, and its tokenizer gives our ids (T5: <extra_id_N> at HF's ids)."""
+    s = tiny_settings(objective=objective, steps=6, ckpt_every=2, eval_every=3)
+    whole, _, evals = train.run_mlm(s, out_dir=tmp_path / "whole", corpus=corpus, tok=tok)
+    out = capsys.readouterr().out
+    assert evals[-1]["scored"] and evals[-1]["tokens"] > 20 and "on its own targets, unigram floor" in out
+    with stopped_in_step(monkeypatch, 4):
+        train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
+    resumed, _, again = train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
+    for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), n
+    assert again == evals
+    # the floor: the unigram loss of exactly the targets evaluate scores (their count is its token count)
+    info = train.tokenizer_info(tok, s)
+    tr, va = train.build_datasets(s, tok, corpus)
+    make = train.make_inputs(s, info)
+    r = train.evaluate(whole, va, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
+                       batch_size=64, device="cpu", make=make)
+    assert (r["loss"], r["tokens"]) == (evals[-1]["loss"], evals[-1]["tokens"])  # (the same targets again)
+    floor = train.task_floor(make, tr, va, whole.config.vocab_size)
+    assert 2 < floor < math.log(whole.config.vocab_size) + 1
+    transformers = pytest.importorskip("transformers")
+    cls = transformers.XLNetLMHeadModel if objective == "plm" else transformers.T5ForConditionalGeneration
+    hf, loading = cls.from_pretrained(tmp_path / "whole" / "model", output_loading_info=True)
+    assert not any(loading.values()), loading
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "whole" / "model")
+    text = "The cat walked to the park."
+    ids = torch.tensor([hf_tok(text)["input_ids"]])
+    assert ids[0, 1:-1].tolist() == tok.encode(text)
+    whole.eval()
+    kw = {} if objective == "plm" else {"labels": ids}
+    torch.testing.assert_close(hf(ids, **kw).logits, whole(ids, **kw).logits, atol=1e-5, rtol=1e-5)
+    if objective == "t5":
+        sentinels = hf_tok.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_1>", "<extra_id_99>"])
+        assert sentinels == [whole.config.vocab_size - 1, whole.config.vocab_size - 2, len(tok)]
+        ids = hf_tok("the <extra_id_0> park")["input_ids"]  # the sentinel takes its space, as in training
+        assert hf_tok.convert_ids_to_tokens(ids[ids.index(whole.config.vocab_size - 1) - 1]) != "Ġ"
+
+
+def test_the_objectives_batches_by_their_rules(tok, corpus):
+    """make_inputs for XLNet: special tokens are never scored; for T5: each row's inputs and targets
+    together give back its text (each sentinel in the inputs replaced by the span after it in the
+    targets), sentinels from the top of the vocabulary, inputs padded with the pad id, targets with -100."""
+    s = tiny_settings(objective="plm")
+    tr, _ = train.build_datasets(s, tok, corpus)
+    batch = {k: v[:5] for k, v in tr.items()}
+    info = train.tokenizer_info(tok, s)
+    g = torch.Generator().manual_seed(0)
+    x = train.make_inputs(s, info)(dict(batch), g)
+    scored = x["labels"][x["labels"] != -100]
+    assert len(scored) > 5 and not set(scored.tolist()) & set(tok.special_ids)
+    s = tiny_settings(objective="t5")
+    x = train.make_inputs(s, info)(dict(batch), g)
+    V = len(tok) + t5.N_SENTINELS
+    for row, inp, keep, tgt in zip(batch["input_ids"], x["input_ids"], x["attention_mask"], x["labels"]):
+        text = [t for t in row.tolist() if t not in tok.special_ids]
+        inp, tgt = inp[keep.bool()].tolist(), tgt[tgt != -100].tolist()
+        assert inp[-1] == tgt[-1] == tok.eos_id
+        spans, cur = {}, None
+        for t in tgt[:-1]:
+            if t >= len(tok):
+                cur = spans.setdefault(t, [])
+            else:
+                cur.append(t)
+        rebuilt = [u for t in inp[:-1] for u in (spans[t] if t >= len(tok) else [t])]
+        assert rebuilt == text and all(V - 1 - k in spans for k in range(len(spans)))
+    assert (x["input_ids"][x["attention_mask"] == 0] == tok.pad_id).all()
+
+
+def test_t5_sentinels_in_a_wordpiece_folder_load_in_hf(tmp_path):
+    """A WordPiece tokenizer saved for T5: <extra_id_i> at id len + 99 - i in vocab.txt, never split."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizer import WordPieceTokenizer
+    wp = WordPieceTokenizer.train(["the cat sat on the mat", "a dog ran in the park"] * 20, 120)
+    wp.save(tmp_path)
+    t5.add_sentinels(tmp_path, len(wp) + t5.N_SENTINELS)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert hf_tok.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_99>"]) == [len(wp) + 99, len(wp)]
+    assert hf_tok.tokenize("the <extra_id_3> sat") == ["the", "<extra_id_3>", "sat"]
+
+
+def test_objective_settings_that_cannot_work_are_one_line_errors():
+    for kw, match in ((dict(objective="t5", packing="nsp"), "packing=full"),
+                      (dict(objective="plm", whole_word=True), "draws its own targets"),
+                      (dict(objective="xlnet"), "mlm, electra, plm or t5"), (dict(plm_k=1), "plm_k"),
+                      (dict(mean_span=0.5), "mean_span")):
+        with pytest.raises(ValueError, match=match):
+            train.check_settings(tiny_settings(**kw))
 
 
 def test_xpt_from_an_electra_discriminator(tok, corpus, tmp_path):
@@ -747,7 +843,7 @@ def test_xpt_from_an_electra_discriminator(tok, corpus, tmp_path):
     bit-identical to it while the new generator (no source counterpart) and the new words have trained;
     phase 2 moves everything; the result is saved as an ELECTRA discriminator with its generator."""
     s = tiny_settings(phase1_steps=3, phase2_steps=3, hidden_size=32, num_heads=4, generator_size=0.5)
-    cfg = train.electra_model(s, tok)[0].discriminator.config
+    cfg = train.bert.new_electra(s, tok)[0].discriminator.config
     torch.manual_seed(0)
     src = bert.ElectraForPreTraining(cfg)
     src.save_pretrained(tmp_path / "src")
@@ -826,13 +922,13 @@ def test_sentence_order_pairs_are_consecutive_segments_swapped_half_the_time(tok
         assert starts and any(offsets[d] <= starts[0] and starts[0] + len(joined) <= offsets[d + 1]
                               for d in range(len(offsets) - 1)), "one contiguous stretch of one document"
     tr, _ = train.build_datasets(s, tok, corpus)  # --packing=sop: the same pairs, BERT's two-way head
-    assert set(tr["next_sentence_label"].tolist()) == {0, 1} and train.fresh_config(s, tok).type_vocab_size == 2
+    assert set(tr["next_sentence_label"].tolist()) == {0, 1} and train.bert.fresh_config(s, tok).type_vocab_size == 2
 
 
 def test_nsp_packing_trains_bert_for_pretraining(tok, corpus, tmp_path):
     s = tiny_settings(packing="nsp", steps=3)
     tr, va = train.build_datasets(s, tok, corpus)
-    cfg = train.fresh_config(s, tok)
+    cfg = train.bert.fresh_config(s, tok)
     assert cfg.type_vocab_size == 2, "sentence pairs need two segment types, even in the RoBERTa flavour"
     torch.manual_seed(0)
     model = train.bert.BertForPreTraining(cfg)
