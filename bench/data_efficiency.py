@@ -477,7 +477,8 @@ def run_settings(p, method, *, lr, seed, device):
 # train.Settings fields added after runs were cached, with their default: left out of an arm's identity
 # while at that default, so that the cached runs stay valid
 SETTINGS_ADDED = {"span_masking": False, "objective": "mlm", "generator_size": 0.25, "disc_weight": 50.0,
-                  "min_steps": 0, "phase1_patience": 0, "more_steps": 0, "embedding_size": 0, "share_layers": False}
+                  "min_steps": 0, "phase1_patience": 0, "more_steps": 0, "embedding_size": 0, "share_layers": False,
+                  "plm_k": 6, "mean_span": 3.0}
 
 
 # train.Settings fields that moved to demo.DemoSettings, with the values every arm had: kept in an arm's

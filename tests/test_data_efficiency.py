@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import runs
+import train
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,3 +340,15 @@ def test_a_worker_leaves_when_its_command_is_gone(tmp_path):
     while alive() and time.time() < deadline:
         time.sleep(0.1)
     assert not alive()
+
+
+def test_a_new_setting_leaves_the_committed_runs_valid():
+    """An arm's identity holds every train.Settings field: a field added to train.py must be listed in
+    SETTINGS_ADDED (with its default) or every committed run of the cpu preset turns stale at once."""
+    import dataclasses
+    committed = sorted((ROOT / "bench" / "results" / "data_efficiency_cpu").glob("*.json"))
+    assert committed
+    settings = json.loads(committed[0].read_text())["config"]["settings"]
+    fields = {f.name for f in dataclasses.fields(train.Settings)} - {"device"}
+    assert fields - set(settings) - set(de.SETTINGS_ADDED) == set()
+    assert set(settings) - fields - set(de.SETTINGS_MOVED) == set()
