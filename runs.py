@@ -500,14 +500,22 @@ class _Run:
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
             self.t_last, self.tokens_since = time.time(), 0
 
-    def record_eval(self, r):
+    def record_eval(self, r, floor=None, verdict=None):
+        """Keep and log an evaluation; with the unigram floor of the held-out text, one line says where
+        the loss stands against it and the verdict (train.learned_context)."""
         r["step"] = self.step_offset + self.step
         self.evals.append(r)
         if self.master:
             extra = ("disc_", "replaced", "sentence")  # (ELECTRA's discriminator, NSP/SOP)
             electra = {f"eval_{k}": v for k, v in r.items() if k.startswith(extra)}
+            floors = {} if floor is None else {"floor": floor}
             _log(self.log_path, {"step": r["step"], "eval_loss": r["loss"], "eval_ppl": r["ppl"],
-                                 "eval_acc": r["acc"], **electra})
+                                 "eval_acc": r["acc"], **electra, **floors})
+            if floor is not None:
+                where = "learned context" if verdict == "yes" else \
+                    "still at the unigram plateau (the loss token frequencies alone give)"
+                tqdm.write(f"{self.desc} step {r['step']}: held-out loss {r['loss']:.4f}, unigram floor "
+                           f"{floor:.4f} ({r['loss'] - floor:+.3f} nat): {where}")
         return r
 
     def keep_if_best(self, r):

@@ -442,7 +442,7 @@ def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_
 
 
 def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, groups=None,
-               run_config=None, desc="train", step_offset=0):
+               run_config=None, desc="train", step_offset=0, floor=None):
     """Train `model` (any module whose forward(**batch) returns `.loss` and `.logits`) for `steps`
     optimizer steps, evaluating every s.eval_every steps; returns the evaluations. Resumes from out_dir
     (runs._Run: the bookkeeping). step_offset: where this run starts in a longer story (XPT's phase 2
@@ -463,7 +463,7 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
                      special_ids=tok_info["special_ids"], batch_size=max(s.batch_size, 64), device=run.device,
                      max_batches=s.eval_batches, word_starts=tok_info.get("word_starts"),
                      autocast=run.autocast, make=make if s.objective in OBJECTIVES else None)
-        return run.record_eval(r)
+        return run.record_eval(r, floor, None if floor is None else learned_context(r["loss"], floor))
 
     model.train()
     bar = tqdm(total=steps, initial=run.step, desc=desc, disable=not run.master, dynamic_ncols=True,
@@ -689,21 +689,21 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
               f"{len(train_data['input_ids']):,} training sequences of {s.max_len} tokens, "
               f"{len(valid_data['input_ids']):,} held out")
     finished_before = (out_dir / "run" / "final.pt").exists()
-    run_config = {**run_config, "data": data_sha(train_data, valid_data)}
-    evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps,
-                       tok_info=tokenizer_info(tok, s), s=s, run_config=run_config, desc=desc)
+    run_config, info = {**run_config, "data": data_sha(train_data, valid_data)}, tokenizer_info(tok, s)
+    floor = (task_floor(make_inputs(s, info), train_data, valid_data, model.config.vocab_size)
+             if s.objective in OBJECTIVES else floors(tok, train_data, valid_data)[0])  # (read evals by it)
+    evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps, tok_info=info,
+                       s=s, run_config=run_config, desc=desc, floor=floor)
     logs = [out_dir / "run" / "log.jsonl"]
     if s.more_steps:  # from the finished run's weights: a segment of its own (fresh optimizer and schedule)
         more = out_dir / f"run+{s.more_steps}"
         finished_before = (more / "final.pt").exists()
         evals = evals + train_loop(model, train_data, valid_data, out_dir=more, steps=s.more_steps,
-                                   tok_info=tokenizer_info(tok, s), s=s, desc=f"{desc} +{s.more_steps}",
+                                   tok_info=info, s=s, desc=f"{desc} +{s.more_steps}", floor=floor,
                                    run_config={**run_config, "after": s.steps}, step_offset=evals[-1]["step"])
         logs.append(more / "log.jsonl")
     save_model(model, tok, out_dir / "model")  # (ELECTRA: the discriminator, and model/generator)
-    floor = task_floor(make_inputs(s, tokenizer_info(tok, s)), train_data, valid_data,
-                       model.config.vocab_size) if s.objective in OBJECTIVES else None  # (None: the MLM's)
-    report(desc, evals, tok, train_data, valid_data, out_dir / "model", logs, finished_before, floor)
+    report(desc, evals, floor, out_dir / "model", logs, finished_before)
     return model, tok, evals
 
 
@@ -727,7 +727,7 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
     master = distributed()[0] == 0  # (under torchrun: print once)
     if master:
         print(xpt.report(model))
-    info = tokenizer_info(tok, s)
+    info, floor = tokenizer_info(tok, s), floors(tok, train_data, valid_data)[0]
     cfg = {"model": model.config.to_dict(), "method": method, "source": str(source_dir),
            **({"generator": model.generator.config.to_dict()} if hasattr(model, "generator") else {}),
            "source_sha": _file_sha(Path(source_dir) / "model.safetensors")
@@ -750,18 +750,17 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
         ps = s if last else dataclasses.replace(s, patience=s.phase1_patience, min_steps=0)
         ev = train_loop(model, train_data, valid_data, out_dir=out_dir / f"phase{phase}", steps=steps,
                         tok_info=info, s=ps, groups=groups, run_config={**cfg, "phase": phase},
-                        desc=name, step_offset=offset)
+                        desc=name, step_offset=offset, floor=floor)
         offset = ev[-1]["step"]  # (= offset + steps unless phase 1 stopped early)
         evals.extend({**e, "phase": phase} for e in ev)
     save_model(model, tok, out_dir / "model")
     return model, evals
 
 
-def report(desc, evals, tok, train_data, valid_data, model_dir, logs, finished_before=False, floor=None):
-    """Print what a finished command ends with: how good, and where everything is (rank 0 only). floor:
-    the objective's own (XLNet, T5); None = the masked LM's unigram floor."""
-    r, floor = evals[-1], (floors(tok, train_data, valid_data)[0] if floor is None else floor)
-    if distributed()[0] == 0:
+def report(desc, evals, floor, model_dir, logs, finished_before=False):
+    """Print what a finished command ends with: how good against its floor, and where everything is."""
+    r = evals[-1]
+    if distributed()[0] == 0:  # (under torchrun: once)
         verdict = learned_context(r["loss"], floor)
         print(runs.summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before))
 
@@ -778,7 +777,7 @@ def run_xpt_task(s):
                        / "final.pt").exists()
     model, evals = run_xpt(s, s.source, tok, train_data, valid_data, run_dir)
     logs = sorted(run_dir.glob("phase*/log.jsonl"))
-    report(s.method, evals, tok, train_data, valid_data, run_dir / "model", logs, finished_before)
+    report(s.method, evals, floors(tok, train_data, valid_data)[0], run_dir / "model", logs, finished_before)
     return model, evals
 
 

@@ -742,6 +742,24 @@ def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, t
         train.check_settings(train.dataclasses.replace(s, packing="nsp"))
 
 
+def test_every_evaluation_says_where_it_stands_against_the_floor(tok, corpus, tmp_path, capsys):
+    """Each evaluation prints (and logs) the held-out loss, the unigram floor, the difference and the
+    verdict: a 4-step run sits at the plateau; the same line reads "learned context" below the floor."""
+    s = tiny_settings(steps=4, eval_every=2)
+    train.run_mlm(s, out_dir=tmp_path / "a", corpus=corpus, tok=tok)
+    out = capsys.readouterr().out
+    tr, va = train.build_datasets(s, tok, corpus)
+    floor = train.floors(tok, tr, va)[0]
+    assert "mlm step 2: held-out loss" in out and f"unigram floor {floor:.4f}" in out
+    assert "still at the unigram plateau" in out.split("mlm step 2:")[1].splitlines()[0]
+    logged = [json.loads(line) for line in (tmp_path / "a" / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["floor"] for e in logged if "eval_loss" in e] == [floor, floor]
+    train.train_loop(tiny_model(tok, s), tr, va, out_dir=tmp_path / "b", steps=2, tok_info=train.tokenizer_info(tok, s),
+                     s=s, desc="below", floor=floor + 5)  # (a floor the loss is far below)
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("below step 2:")][0]
+    assert " nat): learned context" in line and "unigram floor" in line and "(-" in line
+
+
 @pytest.mark.parametrize("objective", ["plm", "t5"])
 def test_xlnet_and_t5_train_in_the_same_loop_resume_and_load_in_hf(objective, tok, corpus, tmp_path, monkeypatch,
                                                                      capsys):
