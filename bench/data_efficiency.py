@@ -512,15 +512,15 @@ def run_arm(e, method, budget, seed, lr, results_dir=None, need_model=False):
     d = arm_dir(e, method, budget, seed, lr)
     path = Path(results_dir) / f"{method}-{budget}-seed{seed}-lr{lr:g}.json" if results_dir is not None else None
     # a finished run: in its folder, or committed under results_dir (a new checkout has no run folders)
-    r = finished(d, config) or (finished_file(path, config) if path is not None else None)
-    before = r
+    before = finished_file(path, config) if path is not None else None  # (the committed result)
+    r = finished(d, config) or before
     if r is not None and need_model and not r.get("failed") and not (d / "model" / "model.safetensors").exists():
         r = None
     if r is None:
         r = _train_arm(e, method, budget, seed, lr, config, d)
     if before is not None and r is not before:  # trained again for its weights: the same numbers, or say so
         same = all(r.get(k) == before.get(k) for k in ("steps", "best_step", "dev_loss", "test_loss"))
-        if same:
+        if same:  # (the committed file stays as it is: only its time would change)
             r = before
         else:
             print(f"note: {method} {_size(budget)} seed {seed} lr {lr:g} trained again differs from its result: "
