@@ -946,16 +946,15 @@ def markdown(res):
     runs = res["runs"]
     cell = lambda m, x: [r for r in runs if r["method"] == m and r["budget_bytes"] == x]  # noqa: E731
     lines = [f"Masked-LM test loss at [MASK] positions (15% of the {res['test_tokens']:,} test tokens; nats, lower "
-             f"is better): mean ± std over the paired seeds, the unigram floor of each budget, and how many of "
-             f"the runs converged (best dev loss improved < {CONVERGED_GAIN} nat over the run's last quarter).", ""]
+             f"is better): mean ± std over the paired seeds, the unigram floor of each budget, and (converged/seeds) how "
+             f"many runs converged (best dev loss improved < {CONVERGED_GAIN} nat over the run's last quarter).", ""]
     lines += ["| budget | tokens | unigram floor | scratch | xpt | xpt vs scratch |", "|---|---|---|---|---|---|"]
     for x in res["budgets"]:
         cells = [_size(x), f"{res['tokens'][str(x)]:,}", f"{res['unigram_loss'][str(x)]:.3f}"]
         for m in HEADLINE[::-1]:
             rs = cell(m, x)
             conv = sum(r["converged"] for r in rs)
-            cells.append(f"{_ms(*_mean_std([r['test_loss'] for r in rs]))} ({len(rs)} seed{'s' * (len(rs) > 1)}, "
-                         f"{conv} converged)"
+            cells.append(f"{_ms(*_mean_std([r['test_loss'] for r in rs]))} ({conv}/{len(rs)} converged)"
                          if rs else "-")
         d = res["paired"].get(str(x))
         cells.append("-" if d is None else f"{d['verdict'] or 'one seed'} ({d['diff_mean']:+.3f})")
@@ -968,9 +967,9 @@ def markdown(res):
         per = ", ".join(ratio_text(s["kind"], s["ratio"]) for s in q["ratio_seeds"]) or "-"
         lines.append(f"| {_size(q['xpt_budget_bytes'])} | {_ms(q['xpt_loss_mean'], q['xpt_loss_std'])} | "
                      f"{_size(round(q['scratch_equal_budget_bytes'], -3)) if q['bracket'] else '-'}"
-                     f"{' (between ' + ' and '.join(map(_size, q['bracket'])) + ')' if len(q['bracket']) == 2 else ''} | "
+                     f"{' (' + '-'.join(map(_size, q['bracket'])) + ')' if len(q['bracket']) == 2 else ''} | "
                      f"{q['ratio_text']} | {per} | {q['kind']}"
-                     + "".join(f", scratch {_size(y)} on its plateau" for y in q.get("bracket_on_plateau", [])) + " |")
+                     + "".join(f"; scratch {_size(y)} on plateau" for y in q.get("bracket_on_plateau", [])) + " |")
     lines += ["", "Peak learning rates, chosen on the dev split (seed 1; dev loss per rate):"]
     for m, xs in res["lr_grid"].items():
         for x, cells in xs.items():
