@@ -25,7 +25,9 @@ rerun trains only the missing ones. --workers runs that many at once, one thread
 """
 import json
 import multiprocessing
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +134,11 @@ def markdown(res):
     return "\n".join(lines)
 
 
+def _init_worker():
+    """Each worker leaves when its command dies (bench/data_efficiency.py's guard: no orphan trains on)."""
+    threading.Thread(target=de._exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
 def run(b):
     if de.reported(b, PRESETS, markdown):
         return None
@@ -141,11 +148,12 @@ def run(b):
                                          ROOT / "bench" / "results" / f"defaults_{b.preset}"))
     for lang in p["texts"]:  # the corpora, before the workers start
         corpus(p, lang, out)
-    tasks = [(lang, name, recipe, seed, b.preset, str(out), str(results_dir)) for lang in p["texts"]
-             for name, recipe in recipes(p).items() for seed in p["seeds"]]
+    # seed by seed: a session that stops half-way leaves a whole grid of one seed, not half of each
+    tasks = [(lang, name, recipe, seed, b.preset, str(out), str(results_dir)) for seed in p["seeds"]
+             for lang in p["texts"] for name, recipe in recipes(p).items()]
     workers = b.workers or p["workers"]
     if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             rs = pool.map(run_one, tasks, chunksize=1)
     else:
         rs = [run_one(t) for t in tasks]
