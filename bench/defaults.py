@@ -148,9 +148,11 @@ def run(b):
                                          ROOT / "bench" / "results" / f"defaults_{b.preset}"))
     for lang in p["texts"]:  # the corpora, before the workers start
         corpus(p, lang, out)
-    # seed by seed: a session that stops half-way leaves a whole grid of one seed, not half of each
+    # the order a session that stops half-way wants: the whole grid of the first seed, then the centre and
+    # the old defaults of the other seeds (the comparison that chose the defaults), then the rest
     tasks = [(lang, name, recipe, seed, b.preset, str(out), str(results_dir)) for seed in p["seeds"]
              for lang in p["texts"] for name, recipe in recipes(p).items()]
+    tasks.sort(key=lambda t: (t[3] != p["seeds"][0] and t[1] not in ("centre", "old defaults"), t[3]))
     workers = b.workers or p["workers"]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
