@@ -833,6 +833,20 @@ def split_documents(s, train_path, valid_path=None):
     return docs[:-k], docs[-k:]
 
 
+def check_token_counts(s, train_path, docs, n_train, n_valid, held_out):
+    """Both texts must give tokens, and a held-out slice (held_out: cut from the corpus) at least one
+    sequence: else say how much text would do (one sequence's worth held out at this valid_fraction, at
+    the corpus's own bytes per token)."""
+    for part, n in (("train", n_train), ("valid", n_valid)):
+        if n == 0:
+            raise ValueError(f"the {part} text produced no tokens")
+    if held_out and n_valid < s.max_len - 2:
+        need = (s.max_len - 2) / s.valid_fraction * sum(len(d.encode()) for d in docs) / n_train
+        raise ValueError(f"corpus {train_path} is too small: its held-out slice ({s.valid_fraction:.0%} of the "
+                         f"documents) is {n_valid} tokens, less than one sequence of --max_len={s.max_len}; "
+                         f"give it at least ~{max(1, round(need / 1000)):,} KB of text (or a --valid_corpus)")
+
+
 def save_model(model, tok, directory):
     """The model in HF's layout with its tokenizer beside it (rank 0 only); the tokenizer's HF config
     learns the model's length, so HF tools truncate to what the positions allow."""

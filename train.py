@@ -218,11 +218,10 @@ def build_datasets(s, tok, train_path, valid_path=None, cache_dir=None):
     """(train, valid) dicts of tensors from text files, tokenized with `tok` and packed per settings."""
     docs, vdocs = split_documents(s, train_path, valid_path)
     key = fingerprint(tok)
+    parts = [tokenize_documents(ds, tok, cache_dir, key) for ds in (docs, vdocs)]
+    runs.check_token_counts(s, train_path, docs, *(len(ids) for ids, _ in parts), held_out=not valid_path)
     out = []
-    for part, ds in (("train", docs), ("valid", vdocs)):
-        ids, offsets = tokenize_documents(ds, tok, cache_dir, key)
-        if len(ids) == 0:
-            raise ValueError(f"the {part} text produced no tokens")
+    for ids, offsets in parts:
         if s.packing == "full":
             data = pack_full_sentences(ids, offsets, s.max_len, tok.bos_id, tok.eos_id, tok.pad_id)
         elif s.packing in ("nsp", "sop"):

@@ -48,6 +48,7 @@ def files(tmp_path_factory):
     (d / "bad_tokenizer").mkdir()
     (d / "bad_tokenizer" / "vocab.json").write_text('{"a": 1')
     (d / "bad_tokenizer" / "merges.txt").write_text("")
+    (d / "small.txt").write_text("".join(f"line {i}\n" for i in range(30)))  # held out: 2 lines, 6 tokens
     (d / "no_label.tsv").write_text("id\tdocument\n1\thello\n")
     (d / "rows.tsv").write_text("text\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(20)))
     return d
@@ -76,6 +77,9 @@ CASES = [
     ("missing corpus", "train", ["--task=mlm", "--corpus={d}/nope.txt"], "nope.txt"),
     ("no corpus", "train", ["--task=mlm"], "--task=mlm needs --corpus"),
     ("empty corpus", "train", ["--task=mlm", "--corpus={d}/empty.txt"], "empty.txt contains no text"),
+    ("held-out slice under one sequence", "train", ["--task=mlm", "--corpus={d}/small.txt"],
+     "small.txt is too small: its held-out slice (5% of the documents) is 6 tokens, less than one sequence of "
+     "--max_len=16; give it at least ~1 KB of text"),
     ("binary corpus", "train", ["--task=mlm", "--corpus={d}/binary.bin"], "binary.bin: line 2 is not UTF-8"),
     ("latin-1 corpus", "train", ["--task=mlm", "--corpus={d}/latin1.txt"], "latin1.txt: line 2 is not UTF-8"),
     ("corpus cut inside a character", "train", ["--task=mlm", "--corpus={d}/cut.txt"],
