@@ -486,12 +486,17 @@ SETTINGS_ADDED = {"span_masking": False, "objective": "mlm", "generator_size": 0
 SETTINGS_MOVED = {"preset": "default", "stage": "all", "source_steps": 1500, "source_lr": 0.0, "scratch_lr": 0.0}
 
 
+def arm_settings(p, method, seed, lr):
+    """The settings part of an arm's identity (every train.Settings field but the device)."""
+    s = run_settings(p, method, lr=lr, seed=seed, device="cpu")
+    return {k: v for k, v in {**SETTINGS_MOVED, **dataclasses.asdict(s)}.items()
+            if k != "device" and not (k in SETTINGS_ADDED and v == SETTINGS_ADDED[k])}
+
+
 def arm_config(e, method, budget, seed, lr):
-    s = run_settings(e.p, method, lr=lr, seed=seed, device=e.device)
-    settings = {k: v for k, v in {**SETTINGS_MOVED, **dataclasses.asdict(s)}.items()
-                if k != "device" and not (k in SETTINGS_ADDED and v == SETTINGS_ADDED[k])}
     return {"source": e.source_sha or str(e.source), "method": method, "budget": budget, "seed": seed,
-            "lr": lr, "settings": settings, "data": e.data_sha[budget], "test": train.data_sha(e.data["test"])}
+            "lr": lr, "settings": arm_settings(e.p, method, seed, lr), "data": e.data_sha[budget],
+            "test": train.data_sha(e.data["test"])}
 
 
 def arm_dir(e, method, budget, seed, lr):

@@ -63,6 +63,7 @@ class BenchSettings:
     results_dir: str = ""         # one JSON per run; "" = bench/results/defaults_<preset>/ (tiny: under out_dir)
     workers: int = 0              # runs at once, one thread each; 0 = the preset's
     report: str = ""              # print the table of a summary JSON and stop
+    collect: bool = False         # summarise the runs finished so far (no training): JSON, table, plot
 
 
 def recipes(p):
@@ -90,12 +91,19 @@ def corpus(p, lang, out):
     return path
 
 
+def result_file(task):
+    """(the JSON file of a task's result, the config that a finished result there must carry)."""
+    lang, name, recipe, seed, preset, _, results_dir = task
+    p = PRESETS[preset]
+    return (Path(results_dir) / f"{lang}-{name.replace('=', '')}-seed{seed}.json",
+            {"lang": lang, "recipe": recipe, "seed": seed, "steps": p["steps"], "batch_size": p["batch_size"]})
+
+
 def run_one(task):
     """(lang, recipe name, settings, seed, preset, out, results_dir) -> the run's result (cached)."""
     lang, name, recipe, seed, preset, out, results_dir = task
     p = PRESETS[preset]
-    path = Path(results_dir) / f"{lang}-{name.replace('=', '')}-seed{seed}.json"
-    config = {"lang": lang, "recipe": recipe, "seed": seed, "steps": p["steps"], "batch_size": p["batch_size"]}
+    path, config = result_file(task)
     r = de.finished_file(path, config)
     if r is not None:
         return r
@@ -120,18 +128,69 @@ def run_one(task):
 
 
 def summary(rs):
-    return {"runs": sorted(rs, key=lambda r: (r["lang"], r["recipe_name"], r["seed"]))}
+    """Every run, and per text and recipe the seed means (and spread) of what the table shows."""
+    rs = sorted(rs, key=lambda r: (r["lang"], r["recipe_name"], r["seed"]))
+    cells = []
+    for lang in sorted({r["lang"] for r in rs}):
+        for name in sorted({r["recipe_name"] for r in rs if r["lang"] == lang}, key=_order):
+            group = [r for r in rs if r["lang"] == lang and r["recipe_name"] == name]
+            mean = lambda k: None if any(r[k] is None for r in group) else sum(r[k] for r in group) / len(group)  # noqa: E731
+            ends = [r["below_floor_end"] for r in group]
+            cells.append({"lang": lang, "recipe_name": name, "recipe": group[0]["recipe"],
+                          "seeds": [r["seed"] for r in group], "floor": group[0]["floor"],
+                          "leaves_plateau_at": [r["leaves_plateau_at"] for r in group],
+                          "loss_1000": mean("loss_1000"), "loss_end": mean("loss_end"),
+                          "below_floor_end": mean("below_floor_end"), "spread": max(ends) - min(ends),
+                          "minutes": mean("minutes")})
+    return {"cells": cells, "runs": rs}
+
+
+def _order(name):
+    """Table order: the centre, then each factor's values, then the old defaults."""
+    return (name == "old defaults", name != "centre", name)
 
 
 def markdown(res):
-    lines = ["| text | recipe | seed | floor | leaves the plateau (step) | loss at 1,000 | loss at the end | "
-             "below the floor | minutes |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in res["runs"]:
-        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"| {r['lang']} | {r['recipe_name']} | {r['seed']} | {r['floor']:.3f} | "
-                     f"{r['leaves_plateau_at'] or 'never'} | {f(r['loss_1000'])} | {f(r['loss_end'])} | "
-                     f"{r['below_floor_end']:+.3f} | {r['minutes']:.1f} |")
+    lines = ["| text | recipe | seeds | floor | leaves the plateau (step, per seed) | loss at 1,000 | loss at the end "
+             "| below the floor (spread) | minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for c in res["cells"]:
+        left = ", ".join(f"{x:,}" if x else "never" for x in c["leaves_plateau_at"])
+        lines.append(f"| {c['lang']} | {c['recipe_name']} | {len(c['seeds'])} | {c['floor']:.3f} | {left} | "
+                     f"{f(c['loss_1000'])} | {f(c['loss_end'])} | {c['below_floor_end']:+.3f} ({c['spread']:.3f}) | "
+                     f"{c['minutes']:.1f} |")
     return "\n".join(lines)
+
+
+def plot(res, path):
+    """Held-out loss minus the floor against steps, one panel per text, one line per recipe (seed mean)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(install matplotlib for a plot)")
+        return None
+    langs = sorted({c["lang"] for c in res["cells"]})
+    fig, axes = plt.subplots(1, len(langs), figsize=(6 * len(langs), 4.2), squeeze=False)
+    for ax, lang in zip(axes[0], langs):
+        for c in (c for c in res["cells"] if c["lang"] == lang):
+            runs = [r for r in res["runs"] if r["lang"] == lang and r["recipe_name"] == c["recipe_name"]]
+            steps = [p["step"] for p in runs[0]["curve"]]
+            gap = [sum(r["curve"][i]["loss"] for r in runs) / len(runs) - c["floor"] for i in range(len(steps))]
+            style = dict(lw=2.5, color="k") if c["recipe_name"] == "centre" else \
+                dict(lw=2, color="grey", ls="--") if c["recipe_name"] == "old defaults" else dict(lw=1)
+            ax.plot(steps, gap, label=c["recipe_name"], **style)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axhline(-0.1, color="k", lw=0.5, ls=":")
+        ax.set(title=f"{lang}: 1 MB", xlabel="step", ylabel="held-out loss - unigram floor (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
 
 
 def _init_worker():
@@ -154,7 +213,9 @@ def run(b):
              for lang in p["texts"] for name, recipe in recipes(p).items()]
     tasks.sort(key=lambda t: (t[3] != p["seeds"][0] and t[1] not in ("centre", "old defaults"), t[3]))
     workers = b.workers or p["workers"]
-    if workers > 1:
+    if b.collect:  # what has finished so far, no training
+        rs = [r for r in (de.finished_file(*result_file(t)) for t in tasks) if r is not None]
+    elif workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             rs = pool.map(run_one, tasks, chunksize=1)
     else:
@@ -164,6 +225,7 @@ def run(b):
     de._write_atomic(path, json.dumps(res, indent=1))
     print(f"wrote {path}\n")
     print(markdown(res))
+    plot(res, path.with_suffix(".png"))
     return res
 
 

@@ -352,3 +352,8 @@ def test_a_new_setting_leaves_the_committed_runs_valid():
     fields = {f.name for f in dataclasses.fields(train.Settings)} - {"device"}
     assert fields - set(settings) - set(de.SETTINGS_ADDED) == set()
     assert set(settings) - fields - set(de.SETTINGS_MOVED) == set()
+    # and a changed train.py default must be pinned in run_settings: every committed arm's settings are
+    # what the code builds for it today (else they would all be stale)
+    for path in committed:
+        c = json.loads(path.read_text())["config"]
+        assert de.arm_settings(de.PRESETS["cpu"], c["method"], c["seed"], c["lr"]) == c["settings"], path.name
