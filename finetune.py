@@ -20,6 +20,8 @@ What is here, in reading order:
   3. The loop: `finetune` (AdamW, linear warm-up/decay, clipping, seeded shuffling), which also
      distils when given a teacher; `accuracy`; `distill_loss`.
   4. `shrink`: a smaller student from a bigger model by keeping evenly spaced layers (DistilBERT).
+  5. `MeanPoolClassifier`: one head (mean of the final hidden states) for every family here, XLNet and
+     T5 included, so that pretraining objectives can be compared by the accuracy of their encoders.
 
 Sources: BERT's fine-tuning recipe (Devlin et al. 2018, arXiv:1810.04805, section 4.1 and appendix A.3:
 the final hidden state of [CLS] through the pooler, one linear layer, all parameters trained, a few
@@ -50,8 +52,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import bert
+import t5
 import tokenizer as tokenizers_mod
 import train
+import xlnet
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -311,7 +315,12 @@ def shrink(model, num_layers):
 
 def load_classifier(directory, num_labels, dropout=-1.0, student_layers=0):
     """BertForSequenceClassification from any HF-format directory (a masked-LM checkpoint gets a fresh
-    pooler and classifier, which from_pretrained names in a warning we do not need to repeat)."""
+    pooler and classifier, which from_pretrained names in a warning we do not need to repeat); an XLNet
+    or T5 folder gets the mean-pooling head (section 5)."""
+    if _model_type(directory) in ("xlnet", "t5"):
+        if student_layers:
+            raise ValueError(f"{directory}: --student_layers shrinks BERT-family encoders only")
+        return MeanPoolClassifier(load_pretrained(directory), num_labels, 0.1 if dropout < 0 else dropout)
     over = {"num_labels": num_labels}
     if dropout >= 0:
         over.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
@@ -319,6 +328,67 @@ def load_classifier(directory, num_labels, dropout=-1.0, student_layers=0):
         warnings.simplefilter("ignore")
         model = bert.BertForSequenceClassification.from_pretrained(directory, **over)
     return shrink(model, student_layers) if student_layers else model
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. One head for every encoder
+# ----------------------------------------------------------------------------------------------------
+class MeanPoolClassifier(torch.nn.Module):
+    """The mean of the final hidden states over the real tokens -> dropout -> linear, on any pretrained
+    model here: BERT/RoBERTa/ALBERT, ELECTRA's discriminator, XLNet (its content stream), T5 (its
+    encoder). Each family has its own head in HF (BERT's pooler on [CLS], XLNet's last token, T5's
+    decoder); comparing pretraining objectives needs one head for all, so that a difference in
+    accuracy is the encoder's and not the head's. The whole model trains, the unused LM heads idle."""
+
+    def __init__(self, model, num_labels, dropout=0.1):
+        super().__init__()
+        self.model, self.config = model, model.config
+        self.dropout = torch.nn.Dropout(dropout)
+        width = getattr(model.config, "d_model", None) or model.config.hidden_size  # (XLNet, T5 | BERT)
+        self.classifier = torch.nn.Linear(width, num_labels)
+        self.classifier.weight.data.normal_(0.0, 0.02)
+        self.classifier.bias.data.zero_()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        h = encode(self.model, input_ids, keep)  # (B, T, H)
+        w = keep.unsqueeze(-1).to(h.dtype)  # (B, T, 1): 1 at real tokens
+        logits = self.classifier(self.dropout((h * w).sum(1) / w.sum(1).clamp(min=1)))  # (B, C)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))
+        return bert.ClassifierOutput(loss, logits)
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+def encode(model, input_ids, attention_mask):
+    """The final hidden states (B, T, H) of any pretrained model here (see MeanPoolClassifier)."""
+    if isinstance(model, xlnet.XLNetLMHeadModel):
+        return model.streams(input_ids, attention_mask)[0]
+    if isinstance(model, t5.T5ForConditionalGeneration):
+        return model.encoder(input_ids, attention_mask)
+    return model.bert(input_ids, attention_mask)
+
+
+def _model_type(directory):
+    path = Path(directory) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None  # (from_pretrained then says what is wrong with the folder)
+
+
+def load_pretrained(directory):
+    """The pretrained model in an HF folder, by its config's model_type (any family train.py saves)."""
+    kind = _model_type(directory)
+    if kind == "xlnet":
+        return xlnet.XLNetLMHeadModel.from_pretrained(directory)
+    if kind == "t5":
+        return t5.T5ForConditionalGeneration.from_pretrained(directory)
+    cls = bert.ElectraForPreTraining if kind == "electra" else bert.BertForMaskedLM
+    with warnings.catch_warnings():  # (a head the folder lacks: unused here)
+        warnings.simplefilter("ignore")
+        return cls.from_pretrained(directory)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -362,6 +432,9 @@ def main(argv=None):
         teacher = None
         print(f"fine-tuning {s.model} ({model.num_parameters():,} parameters) on {len(rows):,} rows, "
               f"{len(labels)} classes {list(labels)}")
+    if s.save and isinstance(model, MeanPoolClassifier):  # (said before training, not after)
+        raise ValueError(f"--save keeps BERT-family classifiers (HF's layout); {s.model} is "
+                         f"{_model_type(s.model)}, whose mean-pooling head here has none")
     losses = finetune(model, examples, s, tok.pad_id, teacher=teacher,
                       desc="distil" if teacher is not None else "fine-tune")
     print(f"training loss: first {losses[0]:.4f}, last {losses[-1]:.4f} ({len(losses)} steps)")

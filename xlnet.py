@@ -223,6 +223,14 @@ class XLNetLMHeadModel(nn.Module):
         """input_ids (B, T); attention_mask (B, T) 1 = real; perm_mask (B, T, T) 1 = token i may not see
         token j; target_mapping (B, M, T) one-hot: the positions the query stream predicts; labels (B, M)
         (or (B, T) without a target_mapping; -100 = ignored)."""
+        h, g = self.streams(input_ids, attention_mask, perm_mask, target_mapping, token_type_ids)
+        logits = self.lm_loss(self.transformer.dropout(g if g is not None else h))
+        loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+        return LMOutput(loss, logits)
+
+    def streams(self, input_ids, attention_mask=None, perm_mask=None, target_mapping=None, token_type_ids=None):
+        """The two streams after the last layer: content h (B, T, H), and query g (B, M, H) with a
+        target_mapping (else None). h is what a classifier reads (finetune.encode)."""
         tr, c = self.transformer, self.config
         B, T = input_ids.shape
         masked = None  # (B, T, K): True where query i may not attend to key j
@@ -243,9 +251,7 @@ class XLNetLMHeadModel(nn.Module):
         r = tr.dropout(relative_positions(T, T, c.d_model, input_ids.device))  # (P, H)
         for layer in tr.layer:
             h, g = layer(h, g, r, seg_mat, mask_h, masked, target_mapping)
-        logits = self.lm_loss(tr.dropout(g if g is not None else h))
-        loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-        return LMOutput(loss, logits)
+        return h, g
 
     # ---- HF checkpoints: our parameter names are HF's; the output layer's weight is the word table ----
     def save_pretrained(self, directory):

@@ -204,3 +204,49 @@ def test_cli_finetune_save_and_distil(tok, tmp_path, capsys):
         finetune.parse_args(["--epoch=3"])
     with pytest.raises(ValueError, match="--model"):
         finetune.main([f"--train={tmp_path}/train.tsv"])
+
+
+# --- one head for every encoder (the comparison of pretraining objectives) --------------------------------
+def _families(tok):
+    """A tiny pretrained model of each family, dropout off: BERT (RoBERTa layout), ELECTRA, XLNet, T5."""
+    import t5
+    import xlnet
+    torch.manual_seed(0)
+    electra = bert.ElectraForPreTraining(bert.BertConfig(**{**tiny_config(tok).__dict__, "model_type": "electra"}))
+    return {"bert": bert.BertForMaskedLM(tiny_config(tok)), "electra": electra,
+            "xlnet": xlnet.XLNetLMHeadModel(xlnet.XLNetConfig(vocab_size=len(tok), d_model=32, n_layer=2, n_head=2,
+                                                              d_inner=64, dropout=0.0, pad_token_id=tok.pad_id)),
+            "t5": t5.T5ForConditionalGeneration(t5.T5Config(vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64,
+                                                             num_layers=2, num_decoder_layers=2, num_heads=2,
+                                                             dropout_rate=0.0, pad_token_id=tok.pad_id))}
+
+
+@pytest.mark.parametrize("family", ["bert", "electra", "xlnet", "t5"])
+def test_the_mean_pooling_head_reads_every_family_and_learns(tok, tmp_path, family):
+    """The mean-pooling head: its logits are the linear map of the mean of the encoder's hidden states
+    over the real tokens (padding changes nothing), the whole model learns a separable task through it,
+    and load_classifier gives it to an XLNet or T5 folder (whose HF heads differ per family)."""
+    model = _families(tok)[family]
+    clf = finetune.MeanPoolClassifier(model, 2, dropout=0.0).eval()
+    rows = finetune.encode_rows(toy_rows(5), tok, 32, finetune.label_map(toy_rows(5)))
+    batch = finetune.collate(rows, tok.pad_id)  # (rows of different lengths: padded)
+    h = finetune.encode(model, batch["input_ids"], batch["attention_mask"])
+    i = int(batch["attention_mask"].sum(1).argmin())  # the shortest row, alone and unpadded
+    n = int(batch["attention_mask"][i].sum())
+    alone = clf(batch["input_ids"][i:i + 1, :n]).logits
+    torch.testing.assert_close(clf(**batch).logits[i:i + 1], alone, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(alone, clf.classifier(h[i, :n].mean(0, keepdim=True)), atol=1e-5, rtol=1e-4)
+    labels = finetune.label_map(toy_rows(64))
+    test = finetune.encode_rows(toy_rows(32, seed=1), tok, 32, labels)
+    before = finetune.accuracy(clf, test, tok.pad_id)
+    s = finetune.FinetuneSettings(epochs=15, batch_size=16, lr=3e-3, device="cpu", seed=0)
+    finetune.finetune(clf.train(), finetune.encode_rows(toy_rows(64), tok, 32, labels), s, tok.pad_id)
+    assert before <= 0.75 and finetune.accuracy(clf, test, tok.pad_id) >= 0.95, before  # (T5: 31 of 32)
+    if family in ("xlnet", "t5"):
+        model.save_pretrained(tmp_path / family)
+        loaded = finetune.load_classifier(tmp_path / family, 2)
+        assert isinstance(loaded, finetune.MeanPoolClassifier) and type(loaded.model) is type(model)
+        tok.save(tmp_path / family)
+        write(tmp_path / "t.tsv", "text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in toy_rows(8)))
+        with pytest.raises(ValueError, match="--save keeps BERT-family classifiers"):
+            finetune.main([f"--model={tmp_path / family}", f"--train={tmp_path}/t.tsv", f"--save={tmp_path}/x"])
