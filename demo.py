@@ -56,7 +56,7 @@ PRESETS = {
     "tiny": dict(
         source="pretrain", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
         source_steps=30, source_lr=1e-3, en_vocab={"bpe": 400, "wordpiece": 400},
-        ko_vocab={"bpe": 400, "wordpiece": 1400}, max_len=32, batch_size=8,
+        ko_vocab={"bpe": 400, "wordpiece": 1400}, max_len=32, batch_size=8, mlm_probability=0.15,
         phase1_steps=10, phase2_steps=20, lr=1e-3, scratch_lr=1e-3, eval_every=10, max_docs=150),
 }
 SHIPPED_SOURCE = HERE / "data" / "source_en"

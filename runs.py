@@ -220,22 +220,27 @@ def command(main, argv=None):
 
 
 def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=False):
-    """What a finished command prints last: the held-out loss `r` next to its unigram floor and the
-    verdict (learned context or not), NSP/SOP accuracy, and where the model, tokenizer and logs are."""
+    """What a finished command prints last: where the model, tokenizer and logs are, NSP/SOP accuracy,
+    and last of all the held-out loss `r` next to its unigram floor with the verdict (learned context
+    or not; on the plateau, the two likeliest remedies)."""
     done = "already finished: " if finished_before else ""
     where, acc = ("on its own targets", "target") if r.get("scored") else \
         ("at [MASK] positions", "masked-token")
-    lines = [f"{desc}: {done}held-out loss {r['loss']:.4f} {where}, unigram floor {floor:.4f} "
-             f"({r['loss'] - floor:+.3f} nat): learned context: "
-             f"{verdict}; {acc} accuracy {r['acc']:.1%}"]
-    if verdict != "yes":
-        lines.append("  still at the unigram plateau: the loss token frequencies alone give. Small masked "
-                     "LMs sit there for\n  a while before they learn from context; more steps "
-                     "(--more_steps=N) or more text move them on")
+    lines = [f"  model and tokenizer (HF format): {model_dir}", f"  log: {', '.join(map(str, logs))}"]
     if "sentence_acc" in r:
         lines.append(f"  sentence-pair accuracy (NSP/SOP) {r['sentence_acc']:.1%} (chance: 50%)")
-    lines += [f"  model and tokenizer (HF format): {model_dir}", f"  log: {', '.join(map(str, logs))}"]
+    lines.append(f"{desc}: {done}held-out loss {r['loss']:.4f} {where}, unigram floor {floor:.4f} "
+                 f"({r['loss'] - floor:+.3f} nat): learned context: {verdict}; {acc} accuracy {r['acc']:.1%}")
+    if verdict != "yes":
+        lines.append(PLATEAU_ADVICE)
     return "\n".join(lines)
+
+
+# What a run on the unigram plateau is told (the numbers: bench/defaults.py, docs/results.md)
+PLATEAU_ADVICE = ("  still at the unigram plateau: the loss token frequencies alone give. A small masked LM "
+                  "sits there\n  before it learns from context (with the defaults, ~750 steps on 1 MB of "
+                  "English, more on Korean\n  reviews); more steps (--more_steps=3000) or more text (1 MB or "
+                  "more) move it on")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -842,9 +847,10 @@ def check_token_counts(s, train_path, docs, n_train, n_valid, held_out):
             raise ValueError(f"the {part} text produced no tokens")
     if held_out and n_valid < s.max_len - 2:
         need = (s.max_len - 2) / s.valid_fraction * sum(len(d.encode()) for d in docs) / n_train
-        raise ValueError(f"corpus {train_path} is too small: its held-out slice ({s.valid_fraction:.0%} of the "
-                         f"documents) is {n_valid} tokens, less than one sequence of --max_len={s.max_len}; "
-                         f"give it at least ~{max(1, round(need / 1000)):,} KB of text (or a --valid_corpus)")
+        raise ValueError(f"corpus {train_path} is too small: its held-out slice ({s.valid_fraction:.0%} of "
+                         f"the documents) is {n_valid} tokens, less than one sequence of "
+                         f"--max_len={s.max_len}; give it at least ~{max(1, round(need / 1000)):,} KB "
+                         f"of text (or a --valid_corpus)")
 
 
 def save_model(model, tok, directory):

@@ -73,7 +73,7 @@ class Settings:
     tokenizer_dir: str = ""       # use this saved tokenizer instead of training one
     vocab_size: int = 4000        # vocabulary size when training a tokenizer
     packing: str = "full"         # full: RoBERTa FULL-SENTENCES | nsp: BERT pairs | sop: ALBERT's order
-    max_len: int = 64             # tokens per training sequence, specials included
+    max_len: int = 32             # tokens per training sequence, specials included (bench/defaults.py)
     # --- model (fresh models only; a source checkpoint brings its own)
     hidden_size: int = 128        # width of every layer
     num_layers: int = 4           # encoder layers
@@ -83,15 +83,15 @@ class Settings:
     share_layers: bool = False    # ALBERT: one block's weights for every layer
     dropout: float = 0.1          # hidden and attention dropout
     # --- optimisation
-    steps: int = 1000             # optimizer steps of --task=mlm
+    steps: int = 3000             # optimizer steps of --task=mlm
     more_steps: int = 0           # mlm: continue the finished run N more steps (a fresh warm-up and decay)
     batch_size: int = 32          # sequences per micro-batch per process
     grad_accum: int = 1           # micro-batches per optimizer step
-    lr: float = 5e-4              # peak learning rate
+    lr: float = 1e-3              # peak learning rate
     warmup: float = 0.06          # warm-up as a fraction of the steps (RoBERTa: 6%)
     weight_decay: float = 0.01    # AdamW decoupled weight decay (not on biases and LayerNorm)
     max_grad_norm: float = 1.0    # gradient clipping; 0 = off
-    mlm_probability: float = 0.15 # share of tokens chosen for prediction
+    mlm_probability: float = 0.4  # share of tokens chosen for prediction (BERT: 0.15; why 0.4: README)
     whole_word: bool = False      # mask all pieces of a word together
     span_masking: bool = False    # mask SpanBERT's spans (whole words, lengths ~ geometric, mean 3.8)
     objective: str = "mlm"        # mlm (BERT/RoBERTa) | electra (replaced-token detection) | plm (XLNet's
@@ -109,7 +109,7 @@ class Settings:
     reused_lr_scale: float = 1.0  # phase 2 learning-rate multiplier for parameters copied from the source
     init_shared: bool = False     # copy source vectors of tokens spelled the same in both vocabularies
     # --- bookkeeping
-    eval_every: int = 100         # evaluate on the held-out slice every N steps (and at the end)
+    eval_every: int = 250         # evaluate on the held-out slice every N steps (and at the end)
     eval_batches: int = 0         # held-out batches per evaluation; 0 = all of it
     patience: int = 0             # stop when the held-out loss has not improved for N evaluations
                                   # in a row, and keep the best weights; 0 = train all the steps

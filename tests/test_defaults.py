@@ -34,3 +34,20 @@ def test_the_grid_moves_one_factor_at_a_time():
         if name not in ("centre", "old defaults"):
             assert sum(recipe[k] != bd.CENTRE[k] for k in bd.CENTRE) == 1, name
     assert len(grid) == 2 + sum(len(v) - 1 for v in bd.FACTORS.values())
+
+
+def test_a_tiny_run_with_the_defaults_takes_seconds(tmp_path, capsys):
+    """The defaults with a tiny model and a few steps on the toy corpus: seconds, and the last lines say
+    where the loss stands against its floor."""
+    import train
+    t0 = time.time()
+    train.main(["--task=mlm", f"--corpus={bd.ROOT / 'data' / 'en_train.txt'}", f"--out_dir={tmp_path}",
+                "--hidden_size=32", "--num_layers=1", "--num_heads=2", "--intermediate_size=64",
+                "--vocab_size=400", "--steps=20"])
+    assert time.time() - t0 < 30
+    import runs
+    lines = capsys.readouterr().out.splitlines()
+    if lines[-3:] == runs.PLATEAU_ADVICE.splitlines():  # (on the plateau: the remedies come last)
+        lines = lines[:-3]
+    assert lines[-1].startswith("mlm: held-out loss") and "unigram floor" in lines[-1], lines[-4:]
+    assert "learned context: " in lines[-1]

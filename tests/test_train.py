@@ -73,7 +73,7 @@ def test_parse_args_types_and_errors(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
     out = capsys.readouterr().out
-    for f in ("--steps=1000", "--lr=0.0005", "--task=demo", "optimizer steps"):
+    for f in ("--steps=3000", "--lr=0.001", "--task=demo", "optimizer steps"):
         assert f in out
 
 
@@ -271,7 +271,7 @@ def test_config_mismatch_is_named(tok, corpus, tmp_path):
     tr, va = train.build_datasets(s, tok, corpus)
     info = train.tokenizer_info(tok, s)
     train.train_loop(tiny_model(tok, s), tr, va, out_dir=tmp_path, steps=2, tok_info=info, s=s)
-    with pytest.raises(runs.CheckpointMismatchError, match=r"lr: checkpoint 0.0005 vs now 0.1"):
+    with pytest.raises(runs.CheckpointMismatchError, match=r"lr: checkpoint 0.001 vs now 0.1"):
         train.train_loop(tiny_model(tok, s), tr, va, out_dir=tmp_path, steps=2, tok_info=info,
                          s=train.dataclasses.replace(s, lr=0.1))
 
@@ -462,12 +462,12 @@ def test_a_finished_run_says_so_and_more_steps_continue_it(corpus, tmp_path, cap
     argv = _cmd(tmp_path, corpus, 3)[2:]
     for done in ("", "already finished: "):
         train.main(argv)
-        lines = capsys.readouterr().out.splitlines()[-5:]
-        assert lines[0].startswith(f"mlm: {done}held-out loss ") and "unigram floor" in lines[0], lines
-        assert "learned context: no" in lines[0]  # (3 steps: nothing learned, and it says so, with remedies)
-        assert lines[1].startswith("  still at the unigram plateau") and "--more_steps" in lines[2]
-        assert lines[3] == f"  model and tokenizer (HF format): {tmp_path / 'model'}"
-        assert lines[4] == f"  log: {tmp_path / 'run' / 'log.jsonl'}"
+        lines = capsys.readouterr().out.splitlines()[-6:]
+        assert lines[0] == f"  model and tokenizer (HF format): {tmp_path / 'model'}"
+        assert lines[1] == f"  log: {tmp_path / 'run' / 'log.jsonl'}"
+        assert lines[2].startswith(f"mlm: {done}held-out loss ") and "unigram floor" in lines[2], lines
+        assert "learned context: no" in lines[2]  # (3 steps: nothing learned, and it says so, with remedies)
+        assert lines[3].startswith("  still at the unigram plateau") and "--more_steps" in lines[5]
     first = torch.load(tmp_path / "run" / "final.pt", weights_only=True)["model"]
     train.main(argv + ["--more_steps=4"])
     out = capsys.readouterr().out
@@ -475,7 +475,7 @@ def test_a_finished_run_says_so_and_more_steps_continue_it(corpus, tmp_path, cap
     assert [r["step"] for r in runs.read_log(tmp_path / "run+4" / "log.jsonl") if "loss" in r] == [4, 5, 6, 7]
     after = torch.load(tmp_path / "run+4" / "final.pt", weights_only=True)["model"]
     assert any(not torch.equal(first[k], after[k]) for k in first)
-    assert str(tmp_path / "run+4" / "log.jsonl") in out.splitlines()[-1]
+    assert any(x.startswith("  log: ") and str(tmp_path / "run+4" / "log.jsonl") in x for x in out.splitlines())
     train.main(argv + ["--more_steps=4"])
     assert "mlm: already finished: held-out loss" in capsys.readouterr().out
 
