@@ -228,7 +228,8 @@ class XLNetLMHeadModel(nn.Module):
         loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
         return LMOutput(loss, logits)
 
-    def streams(self, input_ids, attention_mask=None, perm_mask=None, target_mapping=None, token_type_ids=None):
+    def streams(self, input_ids, attention_mask=None, perm_mask=None, target_mapping=None,
+                token_type_ids=None):
         """The two streams after the last layer: content h (B, T, H), and query g (B, M, H) with a
         target_mapping (else None). h is what a classifier reads (finetune.encode)."""
         tr, c = self.transformer, self.config
