@@ -238,9 +238,9 @@ def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=Fals
 
 # What a run on the unigram plateau is told (the numbers: bench/defaults.py, docs/results.md)
 PLATEAU_ADVICE = ("  still at the unigram plateau: the loss token frequencies alone give. A small masked LM "
-                  "sits there\n  before it learns from context (with the defaults, ~750 steps on 1 MB of "
-                  "English, more on Korean\n  reviews); more steps (--more_steps=3000) or more text (1 MB or "
-                  "more) move it on")
+                  "sits there\n  before it learns from context: ~750 steps with these defaults on 1 MB of "
+                  "English, more than\n  4,000 on 1 MB of Korean reviews (docs/results.md); more steps "
+                  "(--more_steps=3000) move it on")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -36,6 +36,18 @@ def test_the_grid_moves_one_factor_at_a_time():
     assert len(grid) == 2 + sum(len(v) - 1 for v in bd.FACTORS.values())
 
 
+def test_train_defaults_are_the_bench_choice():
+    """`python train.py --task=mlm` runs the recipe the bench chose: its centre, for its step count, and
+    the committed results hold that centre (so the README's reasons are measured, not guessed)."""
+    import train
+    s = train.Settings()
+    assert {k: getattr(s, k) for k in bd.CENTRE} == bd.CENTRE
+    assert s.steps == bd.PRESETS["cpu"]["steps"] and s.batch_size == bd.PRESETS["cpu"]["batch_size"]
+    committed = json.loads((bd.ROOT / "bench" / "results" / "defaults_cpu.json").read_text())
+    centre = [c for c in committed["cells"] if c["recipe_name"] == "centre"]
+    assert {c["lang"] for c in centre} == {"en", "ko"} and all(c["recipe"] == bd.CENTRE for c in centre)
+
+
 def test_a_tiny_run_with_the_defaults_takes_seconds(tmp_path, capsys):
     """The defaults with a tiny model and a few steps on the toy corpus: seconds, and the last lines say
     where the loss stands against its floor."""
