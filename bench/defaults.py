@@ -151,13 +151,14 @@ def _order(name):
 
 
 def markdown(res):
-    lines = ["| text | recipe | seeds | floor | leaves the plateau (step, per seed) | loss at 1,000 | loss at the end "
-             "| end - floor (spread) | minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| text | recipe | seeds | floor | leaves the plateau at | loss at 1,000 | at the end | end - floor "
+             "(spread) | min |", "|---|---|---|---|---|---|---|---|---|"]
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     for c in res["cells"]:
         left = ", ".join(f"{x:,}" if x else "never" for x in c["leaves_plateau_at"])
+        spread = f" ({c['spread']:.3f})" if len(c["seeds"]) > 1 else ""  # (one seed: no spread to show)
         lines.append(f"| {c['lang']} | {c['recipe_name']} | {len(c['seeds'])} | {c['floor']:.3f} | {left} | "
-                     f"{f(c['loss_1000'])} | {f(c['loss_end'])} | {-c['below_floor_end']:+.3f} ({c['spread']:.3f}) | "
+                     f"{f(c['loss_1000'])} | {f(c['loss_end'])} | {-c['below_floor_end']:+.3f}{spread} | "
                      f"{c['minutes']:.1f} |")
     return "\n".join(lines)
 
