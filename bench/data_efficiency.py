@@ -1013,13 +1013,29 @@ def markdown(res):
     return wrapped(lines)
 
 
-def plot(res, path):
+def pyplot():
+    """matplotlib.pyplot drawing to files (no window), or None with a note when it is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         print("(install matplotlib for a plot)")
+        return None
+    return plt
+
+
+def save_figure(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
+def plot(res, path):
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
     xs = res["budgets"]
@@ -1041,11 +1057,7 @@ def plot(res, path):
     ax.minorticks_off()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
+    return save_figure(plt, fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -165,12 +165,8 @@ def markdown(res):
 
 def plot(res, path):
     """Held-out loss minus the floor against steps, one panel per text, one line per recipe (seed mean)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(install matplotlib for a plot)")
+    plt = de.pyplot()
+    if plt is None:
         return None
     langs = sorted({c["lang"] for c in res["cells"]})
     fig, axes = plt.subplots(1, len(langs), figsize=(6 * len(langs), 4.2), squeeze=False)
@@ -187,11 +183,7 @@ def plot(res, path):
         ax.set(title=f"{lang}: 1 MB", xlabel="step", ylabel="held-out loss - unigram floor (nats)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
+    return de.save_figure(plt, fig, path)
 
 
 def _init_worker():
