@@ -158,7 +158,7 @@ def markdown(res):
         left = ", ".join(f"{x:,}" if x else "never" for x in c["leaves_plateau_at"])
         spread = f" ({c['spread']:.3f})" if len(c["seeds"]) > 1 else ""  # (one seed: no spread to show)
         lines.append(f"| {c['lang']} | {c['recipe_name']} | {len(c['seeds'])} | {c['floor']:.3f} | {left} | "
-                     f"{f(c['loss_1000'])} | {f(c['loss_end'])} | {-c['below_floor_end']:+.3f}{spread} | "
+                     f"{f(c['loss_1000'])} | {f(c['loss_end'])} | {round(-c['below_floor_end'], 3) + 0.0:+.3f}{spread} | "
                      f"{c['minutes']:.1f} |")
     return "\n".join(lines)
 
