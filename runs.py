@@ -219,10 +219,10 @@ def command(main, argv=None):
     return 0
 
 
-def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=False):
+def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=False, task="mlm"):
     """What a finished command prints last: where the model, tokenizer and logs are, NSP/SOP accuracy,
     and last of all the held-out loss `r` next to its unigram floor with the verdict (learned context
-    or not; on the plateau, the two likeliest remedies)."""
+    or not; on the plateau, what moves the task's runs on: PLATEAU_ADVICE)."""
     done = "already finished: " if finished_before else ""
     where, acc = ("on its own targets", "target") if r.get("scored") else \
         ("at [MASK] positions", "masked-token")
@@ -232,15 +232,20 @@ def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=Fals
     lines.append(f"{desc}: {done}held-out loss {r['loss']:.4f} {where}, unigram floor {floor:.4f} "
                  f"({r['loss'] - floor:+.3f} nat): learned context: {verdict}; {acc} accuracy {r['acc']:.1%}")
     if verdict != "yes":
-        lines.append(PLATEAU_ADVICE)
+        lines.append(PLATEAU_ADVICE[task])
     return "\n".join(lines)
 
 
-# What a run on the unigram plateau is told (the numbers: bench/defaults.py, docs/results.md)
-PLATEAU_ADVICE = ("  still at the unigram plateau: the loss token frequencies alone give. A small masked LM "
-                  "sits there\n  before it learns from context: ~750 steps with these defaults on 1 MB of "
-                  "English, more than\n  4,000 on 1 MB of Korean reviews (docs/results.md); more steps "
-                  "(--more_steps=3000) move it on")
+# What a run on the unigram plateau is told, per task (the numbers: docs/results.md, measured 2026-12-04)
+PLATEAU_ADVICE = {
+    "mlm": ("  still at the unigram plateau: the loss token frequencies alone give. A small masked LM sits "
+            "there\n  before it learns from context: ~750 steps with these defaults on 1 MB of English, "
+            "more than\n  4,000 on 1 MB of Korean reviews (docs/results.md); more steps (--more_steps=3000) "
+            "move it on"),
+    "xpt": ("  still at the unigram plateau: the loss token frequencies alone give. XPT usually leaves it "
+            "in\n  phase 1 (the demo: 2.1 nat below the floor after 200 steps); more steps (--phase1_steps, "
+            "--phase2_steps,\n  in a new --out_dir) or a source whose layers know more move it on"),
+}
 
 
 # ----------------------------------------------------------------------------------------------------

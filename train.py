@@ -756,12 +756,12 @@ def run_xpt(s, source_dir, tok, train_data, valid_data, out_dir, method=None, so
     return model, evals
 
 
-def report(desc, evals, floor, model_dir, logs, finished_before=False):
+def report(desc, evals, floor, model_dir, logs, finished_before=False, task="mlm"):
     """Print what a finished command ends with: how good against its floor, and where everything is."""
     r = evals[-1]
     if distributed()[0] == 0:  # (under torchrun: once)
         verdict = learned_context(r["loss"], floor)
-        print(runs.summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before))
+        print(runs.summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before, task))
 
 
 def run_xpt_task(s):
@@ -776,7 +776,8 @@ def run_xpt_task(s):
                        / "final.pt").exists()
     model, evals = run_xpt(s, s.source, tok, train_data, valid_data, run_dir)
     logs = sorted(run_dir.glob("phase*/log.jsonl"))
-    report(s.method, evals, floors(tok, train_data, valid_data)[0], run_dir / "model", logs, finished_before)
+    report(s.method, evals, floors(tok, train_data, valid_data)[0], run_dir / "model", logs, finished_before,
+           "xpt")
     return model, evals
 
 

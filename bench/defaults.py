@@ -3,6 +3,7 @@ Which `--task=mlm` settings learn context at the size a user starts with? One fa
 
     python bench/defaults.py --preset=tiny      # toy data from the repository, seconds (the test)
     python bench/defaults.py --preset=cpu       # 1 MB of English and of Korean, 2 cores, hours: resumable
+    python bench/defaults.py --preset=cpu --collect=true   # summary, table and plot of the runs so far
     python bench/defaults.py --report=bench/results/defaults_cpu.json
 
 BERT masks 15% of the tokens, with sequences of 512 and a peak lr of 1e-4 for a model 100x this size on
@@ -134,7 +135,8 @@ def summary(rs):
     for lang in sorted({r["lang"] for r in rs}):
         for name in sorted({r["recipe_name"] for r in rs if r["lang"] == lang}, key=_order):
             group = [r for r in rs if r["lang"] == lang and r["recipe_name"] == name]
-            mean = lambda k: None if any(r[k] is None for r in group) else sum(r[k] for r in group) / len(group)  # noqa: E731
+            def mean(k, group=group):  # (None when a run lacks it, e.g. stopped before step 1,000)
+                return None if any(r[k] is None for r in group) else sum(r[k] for r in group) / len(group)
             ends = [r["below_floor_end"] for r in group]
             cells.append({"lang": lang, "recipe_name": name, "recipe": group[0]["recipe"],
                           "seeds": [r["seed"] for r in group], "floor": group[0]["floor"],
@@ -157,9 +159,9 @@ def markdown(res):
     for c in res["cells"]:
         left = ", ".join(f"{x:,}" if x else "never" for x in c["leaves_plateau_at"])
         spread = f" ({c['spread']:.3f})" if len(c["seeds"]) > 1 else ""  # (one seed: no spread to show)
+        gap = round(-c["below_floor_end"], 3) + 0.0  # (+ 0.0: no "-0.000")
         lines.append(f"| {c['lang']} | {c['recipe_name']} | {len(c['seeds'])} | {c['floor']:.3f} | {left} | "
-                     f"{f(c['loss_1000'])} | {f(c['loss_end'])} | {round(-c['below_floor_end'], 3) + 0.0:+.3f}{spread} | "
-                     f"{c['minutes']:.1f} |")
+                     f"{f(c['loss_1000'])} | {f(c['loss_end'])} | {gap:+.3f}{spread} | {c['minutes']:.1f} |")
     return "\n".join(lines)
 
 

@@ -286,3 +286,19 @@ def test_module_example_prints_what_its_comment_says():
     src = (ROOT / "xpt.py").read_text()
     expected = [ln[6:] for ln in src[src.index("    # Expected:\n"):].splitlines()[1:]]
     assert out.splitlines() == expected
+
+
+def test_an_xpt_run_ends_on_its_verdict_with_xpt_advice(tmp_path, capsys):
+    """`--task=xpt` ends like `--task=mlm`: where the files are, then the loss, floor and verdict; on the
+    plateau (two steps here) the advice is XPT's (phase steps), not the masked LM's --more_steps, which
+    --task=xpt does not take."""
+    import runs
+    import train
+    train.main(["--task=xpt", f"--source={ROOT / 'data' / 'source_en'}", f"--corpus={ROOT / 'data' / 'ko_train.txt'}",
+                f"--out_dir={tmp_path}", "--vocab_size=500", "--max_len=16", "--batch_size=4", "--eval_every=0",
+                "--phase1_steps=1", "--phase2_steps=1", "--eval_batches=2"])
+    lines = capsys.readouterr().out.splitlines()
+    advice = runs.PLATEAU_ADVICE["xpt"].splitlines()
+    assert lines[-len(advice):] == advice and "--more_steps" not in runs.PLATEAU_ADVICE["xpt"]
+    verdict = lines[-len(advice) - 1]
+    assert verdict.startswith("xpt: held-out loss") and "unigram floor" in verdict and "learned context: no" in verdict
