@@ -673,8 +673,8 @@ def electra_generator_config(disc: BertConfig, fraction: float) -> BertConfig:
 
 
 def electra_eval_counts(out, attention_mask, counts):
-    """ELECTRA's discriminator on the real tokens of one evaluated batch: add its summed loss and its
-    right answers on replaced and on original tokens to `counts`."""
+    """ELECTRA's discriminator on the real tokens of one evaluated batch: add its summed loss, its right
+    answers on replaced and on original tokens, and its raw scores (for the AUC) to `counts`."""
     real = attention_mask.bool()
     d_logits, replaced = out.disc_logits[real].float(), out.replaced[real]
     right = (d_logits > 0) == replaced
@@ -683,14 +683,37 @@ def electra_eval_counts(out, attention_mask, counts):
     counts["replaced"] += replaced.sum().item()
     counts["replaced_right"] += (right & replaced).sum().item()
     counts["original_right"] += (right & ~replaced).sum().item()
+    counts.setdefault("scores", []).append(d_logits.cpu())
+    counts.setdefault("truth", []).append(replaced.cpu())
+
+
+def binary_auc(scores, truth):
+    """Area under the ROC curve: the chance that a random replaced token scores above a random original
+    one (ties count half), by the Mann-Whitney rank sum; 0.5 = no better than a coin, None if a class
+    is missing."""
+    y = truth.bool()
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return None
+    _, inverse, counts = torch.unique(scores.double(), return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    mean_rank = ends - (counts.double() - 1) / 2  # 1-based ranks, tied scores share their mean rank
+    rank_sum = mean_rank[inverse][y].sum().item()
+    return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
 def electra_eval_metrics(counts):
-    """The discriminator's mean loss, its accuracy on replaced and on original tokens, the replaced share."""
+    """The discriminator's mean loss; its recall of replaced tokens (disc_acc_replaced), its accuracy
+    on original ones, the precision of its "replaced" calls, its AUC; the share of replaced tokens."""
     original = counts["tokens"] - counts["replaced"]
+    called = counts["replaced_right"] + original - counts["original_right"]  # said "replaced"
+    scores, truth = (torch.cat(counts.get(k) or [torch.zeros(0)]) for k in ("scores", "truth"))
     return {"disc_loss": counts["loss"] / counts["tokens"],
             "disc_acc_replaced": counts["replaced_right"] / max(counts["replaced"], 1),
             "disc_acc_original": counts["original_right"] / max(original, 1),
+            "disc_precision": counts["replaced_right"] / called if called else None,  # (None: never said it)
+            "disc_auc": binary_auc(scores, truth),
             "replaced_share": counts["replaced"] / counts["tokens"]}
 
 

@@ -12,7 +12,8 @@ import torch
 
 from bert import (BertConfig, BertEmbeddings, BertForMaskedLM, BertForPreTraining,
                   BertForSequenceClassification, BertLayer, BertModel, CheckpointError,
-                  ElectraForMaskedLM, ElectraForPreTraining, make_attention_mask, read_safetensors,
+                  ElectraForMaskedLM, ElectraForPreTraining, ElectraPairOutput, binary_auc,
+                  electra_eval_counts, electra_eval_metrics, make_attention_mask, read_safetensors,
                   write_safetensors)
 
 ODD = dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
@@ -533,3 +534,31 @@ def test_old_names_and_pytorch_bin(hf_dirs, tmp_path):
     torch.save(sd, tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="tied"):
         BertForMaskedLM.from_pretrained(tmp_path)
+
+
+def test_discriminator_metrics_against_brute_force():
+    """The discriminator's evaluation: the AUC equals the share of (replaced, original) pairs that it
+    orders right (ties half), over two batches with tied scores and padding; recall, original-token
+    accuracy and precision from the same counts; a class that never occurs gives no AUC."""
+    g = torch.Generator().manual_seed(0)
+    counts = dict.fromkeys(("loss", "tokens", "replaced", "replaced_right", "original_right"), 0.0)
+    batches = []
+    for b in range(2):
+        logits = (torch.randint(-3, 4, (3, 7), generator=g) / 2).float()  # coarse: many ties
+        replaced = torch.rand(3, 7, generator=g) < 0.3
+        mask = torch.ones(3, 7, dtype=torch.long)
+        mask[1, 5:] = 0
+        batches.append((logits[mask.bool()], replaced[mask.bool()]))
+        out = ElectraPairOutput(None, None, logits, replaced, None, None)
+        electra_eval_counts(out, mask, counts)
+    m = electra_eval_metrics(counts)
+    s, y = (torch.cat(t) for t in zip(*batches))
+    pos, neg = s[y], s[~y]
+    pairs = (pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()
+    assert m["disc_auc"] == pytest.approx(pairs.mean().item(), abs=1e-12)
+    said = s > 0
+    assert m["disc_acc_replaced"] == pytest.approx((said & y).sum().item() / y.sum().item())
+    assert m["disc_acc_original"] == pytest.approx((~said & ~y).sum().item() / (~y).sum().item())
+    assert m["disc_precision"] == pytest.approx((said & y).sum().item() / said.sum().item())
+    assert binary_auc(torch.tensor([0.1, 0.2]), torch.tensor([False, False])) is None
+    assert binary_auc(torch.tensor([0.1, 0.2, 0.2]), torch.tensor([False, True, False])) == 0.75

@@ -727,8 +727,8 @@ def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, t
     g, d = whole.generator, whole.discriminator
     assert g.bert.embeddings.word_embeddings is d.bert.embeddings.word_embeddings
     assert g.config.hidden_size == 16 and d.config.hidden_size == 32 and g.bert.embeddings.projection is not None
-    assert {"disc_loss", "disc_acc_replaced", "disc_acc_original"} <= set(evals[-1])
-    assert 0 < evals[-1]["replaced_share"] < 0.3
+    assert {"disc_loss", "disc_acc_replaced", "disc_acc_original", "disc_precision", "disc_auc"} <= set(evals[-1])
+    assert 0 < evals[-1]["replaced_share"] < 0.3 and 0 <= evals[-1]["disc_auc"] <= 1
     with stopped_in_step(monkeypatch, 4):  # (a kill inside that step)
         train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
     torch.manual_seed(4321)

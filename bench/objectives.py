@@ -1,0 +1,532 @@
+"""
+Which pretraining objective makes the better encoder for the same compute? ELECTRA against a masked LM.
+
+    python bench/objectives.py --preset=tiny      # toy data from the repository, every arm, seconds (the test)
+    python bench/objectives.py --preset=cpu       # Korean NSMC on 2 cores, ~80 min, resumable
+    python bench/objectives.py --preset=cpu --collect=true   # the summary of the runs finished so far
+    python bench/objectives.py --report=bench/results/objectives_cpu.json   # the results doc's tables
+
+Clark et al., "ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators", ICLR 2020
+(arXiv:2003.10555): a small generator fills masked positions with plausible tokens and the encoder, a
+discriminator, learns to tell every token whether it was replaced. Every token teaches it something, not
+only the masked 15%, and the paper finds more downstream quality per unit of compute (ELECTRA-Small 79.9
+GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
+
+  data      Korean NSMC reviews with the data-efficiency bench's cut (bench/data_efficiency.korean_files:
+            the same shuffle, dev and test splits, tokenizer slice and 2,000-token BPE), one training
+            budget of 200 KB: a from-scratch model of this size leaves the unigram plateau there after
+            ~1,500 steps, while at 800 KB it has barely started by 3,000 (../shared/CALIBRATION.md item 6);
+  arms      from scratch, one shape (4 layers x 128), 40% of the tokens masked (BERT's 80/10/10) at the
+            masked LM's input and at ELECTRA's generator's (the paper masks 15%, every one as [MASK]: at
+            15% this size stays on the plateau), ELECTRA's generator 1/4 as wide, its loss weight 50;
+  lr        each arm's peak lr from lr_grid, chosen at the first seed by fine-tuned dev accuracy (the
+            quantity compared), then the other seeds at it;
+  compute   ELECTRA's step costs more than the masked LM's (the generator, the discriminator's head on
+            every token). The seconds per step of each arm are measured once, in this process before any
+            run starts, the arms alternating on one thread; each arm then gets as many steps as fit in the
+            time the costliest arm takes for `steps` (equal compute, every seed). The first seed's grid
+            runs, all at `steps`, are the equal-steps row;
+  scored    the masked LM's and the generator's loss on the test split at [MASK] positions (15%, each
+            position once), next to the unigram floor; the discriminator's recall of replaced tokens, its
+            accuracy on original ones, its precision and its AUC; NSMC sentiment with ft_labels labelled
+            reviews, one head for every encoder (the mean of the final hidden states -> linear,
+            finetune.MeanPoolClassifier), its lr and epoch chosen on labelled dev rows, tested on NSMC's
+            test reviews. Floors: the majority class, a bag-of-words logistic regression, and a random
+            encoder of the same shape fine-tuned alike.
+
+Every run and every fine-tuning writes one JSON under --results_dir as it finishes (a rerun does only
+what is missing, from another checkout too); the summary JSON, tables and a plot at the end.
+"""
+import concurrent.futures
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "data"))
+
+import torch  # noqa: E402
+
+import data_efficiency as de  # noqa: E402  (bench/data_efficiency.py: corpora, floors, JSON helpers)
+import finetune  # noqa: E402
+import train  # noqa: E402
+
+ARMS = {  # arm -> the train.Settings fields that make it (the same shape and data for all)
+    "mlm": dict(objective="mlm"),
+    "electra": dict(objective="electra"),
+}
+PRESETS = {
+    "tiny": dict(arms=("mlm", "electra"), budget=20_000, dev_lines=10, test_lines=20, tokenizer_bytes=0,
+                 ko_vocab=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32,
+                 batch_size=8, steps=12, eval_every=4, mlm_probability=0.4, lr_grid=(1e-3, 2e-3), seeds=(1, 2),
+                 labelled=100, ft_dev=50, test=0, ft_labels=(40, 100), ft_lr_grid=(1e-3,), ft_steps=6,
+                 ft_batch=16, timing_steps=2, workers=1),
+    "cpu": dict(arms=("mlm", "electra"), budget=200_000, dev_lines=400, test_lines=1000, tokenizer_bytes=200_000,
+                ko_vocab=2000, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_len=32,
+                batch_size=64, steps=3000, eval_every=250, mlm_probability=0.4, lr_grid=(1e-3, 2e-3),
+                seeds=(1, 2, 3), labelled=1000, ft_dev=1000, test=2000, ft_labels=(250, 1000),
+                ft_lr_grid=(3e-4, 1e-3), ft_steps=250, ft_batch=32, timing_steps=20, workers=2),
+}
+FT_MAX_LEN = 32  # fine-tuning rows are cut to the pretraining length (NSMC reviews: ~25 tokens)
+_WORKER = {}  # per process: the shared data, built once
+
+
+@dataclass
+class BenchSettings:
+    preset: str = "tiny"          # tiny (toy data, the test) | cpu (Korean NSMC, 2 cores)
+    out_dir: str = "out/objectives"  # corpora, tokenizer, run folders (models); a rerun resumes from here
+    results_dir: str = ""         # one JSON per run; "" = bench/results/objectives_<preset>/ (tiny: under out_dir)
+    nsmc: str = str(ROOT.parent / "shared" / "data" / "nsmc")  # NSMC folder (train.tsv, test.tsv, unlabeled.txt)
+    workers: int = 0              # runs at once, one thread each; 0 = the preset's
+    collect: bool = False         # summarise what has finished (no training)
+    report: str = ""              # print the tables of a summary JSON and stop
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the runs share: corpora, tokenizer, packed data, labelled rows
+# ----------------------------------------------------------------------------------------------------
+def shared(b):
+    """{p, out, results, tok, train, dev, test, ft}: built once per process (the corpora once per out_dir)."""
+    if _WORKER.get("key") == (b.preset, b.out_dir, b.results_dir):
+        return _WORKER["shared"]
+    p = PRESETS[b.preset]
+    out = Path(b.out_dir) / b.preset
+    results = Path(b.results_dir or (out / "results" if b.preset == "tiny" else
+                                     ROOT / "bench" / "results" / f"objectives_{b.preset}"))
+    paths = de.korean_files({**p, "budgets": (p["budget"],)}, de.BenchSettings(preset=b.preset, nsmc=b.nsmc), out)
+    s = settings(p, "mlm", 1, p["lr_grid"][0], p["steps"])
+    with contextlib.redirect_stdout(io.StringIO()):  # (the tokenizer's progress: noise in the workers)
+        tok = train.get_tokenizer(s, train.read_documents(paths["tokenizer"] if p["tokenizer_bytes"]
+                                                          else paths[p["budget"]]),
+                                  out, "tokenizer_ko", kind="bpe", vocab_size=p["ko_vocab"])
+        train_data, dev = train.build_datasets(s, tok, paths[p["budget"]], paths["dev"], out / "cache")
+        test = train.build_datasets(s, tok, paths["test"], paths["test"], out / "cache")[1]
+    rows = {k: finetune.read_tsv(paths[k]) for k in ("labelled", "ft_dev", "ft_test")}
+    labels = finetune.label_map(rows["labelled"])
+    ft = {"labels": labels, "rows": rows, **{k: finetune.encode_rows(rows[r], tok, FT_MAX_LEN, labels)
+                                            for k, r in (("train", "labelled"), ("dev", "ft_dev"), ("test", "ft_test"))}}
+    sh = dict(p=p, out=out, results=results, tok=tok, paths=paths, train=train_data, dev=dev, test=test, ft=ft,
+              data=train.data_sha(train_data, dev), test_sha=train.data_sha(test))
+    _WORKER.update(key=(b.preset, b.out_dir, b.results_dir), shared=sh)
+    return sh
+
+
+def settings(p, arm, seed, lr, steps):
+    """train.Settings of one pretraining run (no early stopping: every arm trains all its steps)."""
+    return train.Settings(task="mlm", hidden_size=p["hidden_size"], num_layers=p["num_layers"],
+                          num_heads=p["num_heads"], intermediate_size=p["intermediate_size"], max_len=p["max_len"],
+                          batch_size=p["batch_size"], steps=steps, lr=lr, mlm_probability=p["mlm_probability"],
+                          eval_every=p["eval_every"], ckpt_every=250, log_every=10, seed=seed, device="cpu",
+                          **ARMS[arm])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Equal compute: seconds per step of each arm
+# ----------------------------------------------------------------------------------------------------
+def step_seconds(sh, arms):
+    """Seconds per optimizer step of each arm on one thread (forward, backward, AdamW, the masking), the
+    arms alternating in rounds so that a slower patch of the machine hits all of them; the median round.
+    Measured once and kept in results/timing.json (a rerun reuses it, so its step counts stay put)."""
+    p = sh["p"]
+    config = {"arms": {a: ARMS[a] for a in arms}, "shape": [p[k] for k in ("hidden_size", "num_layers", "batch_size",
+                                                                             "max_len", "mlm_probability")]}
+    path = sh["results"] / "timing.json"
+    done = de.finished_file(path, config)
+    if done is not None:
+        return done["seconds_per_step"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    info, batch = train.tokenizer_info(sh["tok"], settings(p, arms[0], 1, 1e-3, 1)), \
+        {k: v[:p["batch_size"]] for k, v in sh["train"].items()}
+    models = {}
+    for a in arms:
+        s = settings(p, a, 1, 1e-3, p["steps"])
+        torch.manual_seed(0)
+        model = train.new_model(s, sh["tok"])[0]
+        models[a] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4), train.make_inputs(s, info))
+    rounds = {a: [] for a in arms}
+    g = torch.Generator().manual_seed(0)
+    for r in range(4):  # round 0 warms up (allocator, first-call costs) and is dropped
+        for a in arms:
+            model, opt, make = models[a]
+            t0 = time.perf_counter()
+            for _ in range(p["timing_steps"]):
+                loss = model(**make({k: v.clone() for k, v in batch.items()}, g)).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if r:
+                rounds[a].append((time.perf_counter() - t0) / p["timing_steps"])
+    torch.set_num_threads(threads)
+    per_step = {a: sorted(v)[len(v) // 2] for a, v in rounds.items()}
+    de._write_atomic(path, json.dumps({"seconds_per_step": per_step, "rounds": rounds, "config": config}, indent=1))
+    return per_step
+
+
+def equal_compute_steps(p, per_step):
+    """{arm: steps}: the costliest arm gets p["steps"], each other arm as many as fit in that time."""
+    budget = p["steps"] * max(per_step.values())
+    return {a: round(budget / t) for a, t in per_step.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tasks: one pretraining run, one encoder's fine-tuning
+# ----------------------------------------------------------------------------------------------------
+def run_config(sh, arm, seed, lr, steps):
+    s = settings(sh["p"], arm, seed, lr, steps)
+    return {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "settings": {k: v for k, v in vars(s).items()
+                                                                            if k != "device"},
+            "data": sh["data"], "test": sh["test_sha"]}
+
+
+def run_name(arm, seed, lr, steps):
+    return f"{arm}-seed{seed}-lr{lr:g}-steps{steps}"
+
+
+def pretrain(sh, arm, seed, lr, steps, need_model=False):
+    """One arm trained from scratch for all its steps, then scored on the test split; its result JSON
+    (cached; with need_model, trained again when only the JSON is here: seeded runs repeat exactly)."""
+    config, name = run_config(sh, arm, seed, lr, steps), run_name(arm, seed, lr, steps)
+    path, d = sh["results"] / "runs" / f"{name}.json", sh["out"] / "runs" / name
+    r = de.finished_file(path, config)
+    if r is not None and not (need_model and not (d / "model" / "model.safetensors").exists()):
+        return r
+    t0 = time.time()
+    d.mkdir(parents=True, exist_ok=True)
+    s = settings(sh["p"], arm, seed, lr, steps)
+    with open(d / "output.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        model, _, evals = train.run_mlm(s, out_dir=d, corpus=sh["paths"][sh["p"]["budget"]],
+                                        valid_corpus=sh["paths"]["dev"], tok=sh["tok"], desc=name)
+        info = train.tokenizer_info(sh["tok"], s)
+        test = train.evaluate(model, sh["test"], mask_id=info["mask_id"], vocab_size=info["vocab_size"],
+                              special_ids=info["special_ids"], batch_size=64, device="cpu")
+    curve = [{"step": e["step"], "dev_loss": round(e["loss"], 4),
+              **{k: round(e[k], 4) for k in ("disc_acc_replaced", "disc_acc_original", "disc_auc") if e.get(k) is not None}}
+             for e in evals]
+    gain = de.dev_gain_last_quarter(curve)
+    dev_floor, test_floor = (train.floors(sh["tok"], sh["train"], sh[k])[0] for k in ("dev", "test"))
+    r = {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "dev_floor": dev_floor, "test_floor": test_floor,
+         "test": {k: v for k, v in test.items() if k != "scored"}, "curve": curve,
+         "converged": bool(gain < de.CONVERGED_GAIN), "dev_gain_last_quarter": round(gain, 4),
+         "seconds": round(time.time() - t0, 1), "config": config}
+    if previous := de.finished_file(path, config):  # (trained again for its weights: same numbers?)
+        if previous["test"] != r["test"]:
+            print(f"note: {name} trained again differs from its result (the new one is kept)")
+        else:
+            r = previous
+    de._write_atomic(path, json.dumps(r, indent=1))
+    return r
+
+
+def random_encoder(sh, seed):
+    """A randomly initialised masked LM of the arms' shape (every arm's starting point), saved once."""
+    d = sh["out"] / "random_encoder" / f"seed{seed}"
+    if not (d / "model.safetensors").exists():
+        torch.manual_seed(seed)
+        model = train.new_model(settings(sh["p"], "mlm", seed, 1e-3, 1), sh["tok"])[0]
+        train.save_model(model, sh["tok"], d)
+    return d
+
+
+def fine_tune_one(sh, model_dir, n, lr, seed):
+    """MeanPoolClassifier on the encoder in model_dir, fine-tuned on the first n labelled rows for about
+    ft_steps steps; the dev-best epoch's {"epoch", "dev_acc", "test_acc"}."""
+    p = sh["p"]
+    rows = sh["ft"]["train"][:n]
+    fs = finetune.FinetuneSettings(batch_size=p["ft_batch"], lr=lr, max_len=FT_MAX_LEN, seed=seed, device="cpu")
+    fs.epochs = max(1, round(p["ft_steps"] / -(-len(rows) // fs.batch_size)))
+    torch.manual_seed(seed)
+    clf = finetune.MeanPoolClassifier(finetune.load_pretrained(model_dir), len(sh["ft"]["labels"]))
+    with contextlib.redirect_stderr(io.StringIO()):
+        best = finetune.finetune_best_epoch(clf, rows, sh["ft"]["dev"], sh["ft"]["test"], fs, sh["tok"].pad_id)
+    return {k: best[k] for k in ("epoch", "dev_acc", "test_acc")}
+
+
+def fine_tune(sh, arm, seed, lr, steps):
+    """NSMC accuracy of one encoder (a run's final weights, or arm "random") at each of ft_labels: the
+    dev-best (rate of ft_lr_grid, epoch); its result JSON (cached)."""
+    p = sh["p"]
+    encoder = run_config(sh, arm, seed, lr, steps) if arm != "random" else {"random": seed, "vocab": len(sh["tok"])}
+    config = {"encoder": encoder, **{k: p[k] for k in ("ft_labels", "ft_lr_grid", "ft_steps", "ft_batch")},
+              "max_len": FT_MAX_LEN, "rows": [len(v) for v in sh["ft"]["rows"].values()]}
+    name = run_name(arm, seed, lr, steps) if arm != "random" else f"random-seed{seed}"
+    path = sh["results"] / "finetune" / f"{name}.json"
+    r = de.finished_file(path, config)
+    if r is not None:
+        return r
+    t0 = time.time()
+    if arm == "random":
+        model_dir = random_encoder(sh, seed)
+    else:
+        pretrain(sh, arm, seed, lr, steps, need_model=True)
+        model_dir = sh["out"] / "runs" / run_name(arm, seed, lr, steps) / "model"
+    labels = {}
+    for n in p["ft_labels"]:
+        cells = [{"lr": ft_lr, **fine_tune_one(sh, model_dir, n, ft_lr, seed)} for ft_lr in p["ft_lr_grid"]]
+        labels[str(n)] = max(cells, key=lambda c: c["dev_acc"])  # (the first of equals: the lower rate)
+    r = {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "labels": labels,
+         "seconds": round(time.time() - t0, 1), "config": config}
+    de._write_atomic(path, json.dumps(r, indent=1))
+    return r
+
+
+# ----------------------------------------------------------------------------------------------------
+# The plan: the grid at the first seed, each arm's lr chosen as soon as its grid is fine-tuned, the rest
+# ----------------------------------------------------------------------------------------------------
+def chosen_lr(p, done, arm):
+    """The grid rate with the best fine-tuned dev accuracy at the most labels (first seed, `steps`),
+    or None while its grid is unfinished."""
+    cells = [done.get(("ft", arm, p["seeds"][0], lr, p["steps"])) for lr in p["lr_grid"]]
+    if any(c is None for c in cells):
+        return None
+    most = str(max(p["ft_labels"]))
+    return max(cells, key=lambda c: c["labels"][most]["dev_acc"])["lr"]
+
+
+def plan(p, done, steps_for):
+    """The tasks ("lm" | "ft", arm, seed, lr, steps) in order, as far as the finished ones `done`
+    make them known."""
+    first = p["seeds"][0]
+    tasks = [("lm", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
+    tasks += [("ft", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
+    tasks += [("ft", "random", k, 0.0, 0) for k in p["seeds"]]
+    for a in p["arms"]:
+        lr = chosen_lr(p, done, a)
+        if lr is not None:
+            tasks += [(kind, a, k, lr, steps_for[a]) for kind in ("lm", "ft") for k in p["seeds"]]
+    return list(dict.fromkeys(tasks))  # (the equal-compute run of the first seed may be a grid run)
+
+
+def full_plan_size(p, steps_for):
+    grid = 2 * len(p["arms"]) * len(p["lr_grid"]) + len(p["seeds"])
+    more = sum(len(p["seeds"]) - (steps_for[a] == p["steps"]) for a in p["arms"])
+    return grid + 2 * more
+
+
+def _task(b_dict, task):
+    torch.set_num_threads(1)  # (a CPU run repeats its numbers exactly only at the same thread count)
+    sh = shared(BenchSettings(**b_dict))
+    t0 = time.time()
+    kind, arm, seed, lr, steps = task
+    r = (pretrain if kind == "lm" else fine_tune)(sh, arm, seed, lr, steps)
+    return task, r, time.time() - t0
+
+
+def _init_worker():
+    threading.Thread(target=de._exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def run_plan(b, p, steps_for, workers):
+    """Every task of the plan, up to `workers` at once (one thread each), each started as soon as its
+    learning rate is known. Returns {task: result}."""
+    from tqdm import tqdm
+    done, running = {}, {}
+    bar = tqdm(total=full_plan_size(p, steps_for), desc="objectives", dynamic_ncols=True)
+    pool = None if workers <= 1 else concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    b_dict = vars(b)
+    try:
+        while True:
+            ready = [t for t in plan(p, done, steps_for) if t not in done and t not in running.values()]
+            if pool is None:
+                if not ready:
+                    break
+                task, r, _ = _task(b_dict, ready[0])
+                done[task] = r
+                bar.update(1)
+                continue
+            for task in ready[:workers - len(running)]:
+                running[pool.submit(_task, b_dict, task)] = task
+            if not running:
+                break
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for f in finished:
+                task, r, secs = f.result()
+                del running[f]
+                done[task] = r
+                bar.update(1)
+                bar.set_postfix_str(f"{task[0]} {task[1]} seed {task[2]} lr {task[3]:g}: {secs / 60:.1f} min")
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return done
+
+
+def collect(sh, p, steps_for):
+    """The finished tasks of this protocol (their JSONs), without training anything."""
+    done = {}
+    while True:
+        new = {}
+        for t in plan(p, done, steps_for):
+            if t in done:
+                continue
+            kind, arm, seed, lr, steps = t
+            if kind == "lm":
+                r = de.finished_file(sh["results"] / "runs" / f"{run_name(arm, seed, lr, steps)}.json",
+                                     run_config(sh, arm, seed, lr, steps))
+            else:
+                name = run_name(arm, seed, lr, steps) if arm != "random" else f"random-seed{seed}"
+                r = de._read_json(sh["results"] / "finetune" / f"{name}.json")
+            if r is not None:
+                new[t] = r
+        if not new:
+            return done
+        done.update(new)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Summary, tables, plot
+# ----------------------------------------------------------------------------------------------------
+def summarize(sh, p, done, per_step, steps_for):
+    rows = sh["ft"]["rows"]
+    floors = {}
+    for n in p["ft_labels"]:
+        part = rows["labelled"][:n]
+        bow, l2 = de.bow_logreg(part, rows["ft_dev"], rows["ft_test"])
+        floors[str(n)] = {"majority": de.majority_class([y for _, y in part], [y for _, y in rows["ft_test"]]),
+                          "bow_logreg": bow, "bow_l2": l2}
+    lrs = {a: chosen_lr(p, done, a) for a in p["arms"]}
+    groups = {f"{a}, equal compute": [(a, k, lrs[a], steps_for[a]) for k in p["seeds"]] for a in p["arms"]}
+    groups.update({f"{a}, equal steps": [(a, p["seeds"][0], lrs[a], p["steps"])] for a in p["arms"]
+                   if steps_for[a] != p["steps"]})
+    groups["random encoder"] = [("random", k, 0.0, 0) for k in p["seeds"]]
+    table = {}
+    for name, members in groups.items():
+        lm = [done.get(("lm", *m)) for m in members if m[0] != "random"]
+        ft = [done.get(("ft", *m)) for m in members]
+        table[name] = {"runs": [r for r in lm if r], "finetune": [r for r in ft if r], "planned": len(members)}
+    grid = {a: {f"{lr:g}": (done.get(("ft", a, p["seeds"][0], lr, p["steps"])) or {}).get("labels")
+                for lr in p["lr_grid"]} for a in p["arms"]}
+    return {"preset": sh["out"].name, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
+            "seconds_per_step": per_step, "steps": steps_for, "lr": lrs, "lr_grid_dev": grid,
+            "ft_floors": floors, "groups": table,
+            "tokens_per_step": p["batch_size"] * p["max_len"], "labelled_test_rows": len(rows["ft_test"])}
+
+
+def _acc(group, n):
+    return [r["labels"][n]["test_acc"] for r in group["finetune"]]
+
+
+def markdown(res):
+    p, g = res["settings"], res["groups"]
+    ratio = {a: res["seconds_per_step"][a] / min(res["seconds_per_step"].values()) for a in p["arms"]}
+    lines = [f"Pretrained from scratch on 200 KB of Korean reviews ({res['tokens_per_step']:,} token slots a step), "
+             f"{p['hidden_size']}-wide x {p['num_layers']} layers, seeds {p['seeds']}, mean ± std; "
+             "seconds per step measured in the same run: " + ", ".join(
+                 f"{a} {res['seconds_per_step'][a]:.3f} s ({ratio[a]:.2f}x)" for a in p["arms"]) + ". "
+             "Losses on the test split at [MASK] positions (15%) beside the unigram floor; lr chosen on dev: "
+             + ", ".join(f"{a} {lr:g}" if lr else f"{a} -" for a, lr in res["lr"].items()) + ".", "",
+             "| encoder | steps | runs | loss (ELECTRA: generator) | floor | below floor | replaced found "
+             "| originals right | precision | AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
+    m = de._mean_std
+    for name, c in g.items():
+        rs = c["runs"]
+        if not rs:
+            continue
+        loss, floor = m([r["test"]["loss"] for r in rs]), rs[0]["test_floor"]
+        below = m([r["test_floor"] - r["test"]["loss"] for r in rs])
+        disc = ["-"] * 4 if "disc_auc" not in rs[0]["test"] else [
+            de._ms(*m([r["test"][k] for r in rs]), "{:.1%}" if k != "disc_auc" else "{:.3f}")
+            for k in ("disc_acc_replaced", "disc_acc_original", "disc_precision", "disc_auc")]
+        lines.append(f"| {name} | {rs[0]['steps']:,} | {len(rs)}/{c['planned']} | {de._ms(*loss)} | {floor:.3f} | "
+                     f"{de._ms(*below)} | " + " | ".join(disc) + " |")
+    labels = [str(n) for n in p["ft_labels"]]
+    lines += ["", f"NSMC sentiment, test accuracy on {res['labelled_test_rows']:,} reviews after fine-tuning "
+              f"on {' or '.join(f'{int(n):,}' for n in labels)} labelled ones (mean ± std over seeds; per seed):", "",
+              "| encoder | " + " | ".join(f"{n} labels" for n in labels) + " |", "|---|" + "---|" * len(labels)]
+    fl = res["ft_floors"]
+    lines.append("| majority class | " + " | ".join(f"{fl[n]['majority']:.1%}" for n in labels) + " |")
+    lines.append("| bag-of-words logistic regression | " + " | ".join(f"{fl[n]['bow_logreg']:.1%}" for n in labels) + " |")
+    for name, c in g.items():
+        if c["finetune"]:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{de._ms(*m(_acc(c, n)), '{:.1%}')} ({', '.join(f'{x:.1%}' for x in _acc(c, n))})"
+                for n in labels) + " |")
+    a, b = (g.get(f"{x}, equal compute") for x in ("electra", "mlm"))
+    if a and b and a["finetune"] and len(a["finetune"]) == len(b["finetune"]):
+        lines.append("")
+        for n in labels:
+            d = [x - y for x, y in zip(_acc(a, n), _acc(b, n))]
+            mean, std = m(d)
+            verdict = ("no difference (inside twice the spread of the paired differences)"
+                       if std is None or abs(mean) <= 2 * std else "ELECTRA ahead" if mean > 0 else "MLM ahead")
+            lines.append(f"- {n} labels, ELECTRA - MLM at equal compute, paired by seed: "
+                         f"{de._ms(mean, std, '{:+.1%}')}: {verdict}.")
+    return de.wrapped(lines)
+
+
+def plot(res, path):
+    """Held-out (dev) loss minus its floor against steps per arm (seed means), and the discriminator's
+    recall of replaced tokens and its AUC."""
+    plt = de.pyplot()
+    if plt is None:
+        return None
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, c in res["groups"].items():
+        rs = c["runs"]
+        if not rs or "equal compute" not in name:
+            continue
+        n = min(len(r["curve"]) for r in rs)
+        steps = [r["step"] for r in rs[0]["curve"][:n]]
+        mean = lambda k: [sum(r["curve"][i][k] for r in rs) / len(rs) for i in range(n)]  # noqa: E731
+        ax.plot(steps, [x - rs[0]["dev_floor"] for x in mean("dev_loss")], label=name, lw=2)
+        if "disc_auc" in rs[0]["curve"][0]:
+            bx.plot(steps, mean("disc_acc_replaced"), label="replaced found (recall)", lw=2)
+            bx.plot(steps, mean("disc_auc"), label="AUC", lw=2)
+            bx.plot(steps, mean("disc_acc_original"), label="originals right", lw=1)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(xlabel="step", ylabel="dev loss - unigram floor (nats)", title="masked LM / ELECTRA's generator")
+    bx.set(xlabel="step", ylim=(0, 1.02), title="ELECTRA's discriminator on dev")
+    for x in (ax, bx):
+        x.grid(alpha=0.3)
+        x.legend(fontsize=8)
+    return de.save_figure(plt, fig, path)
+
+
+def run(b):
+    if de.reported(b, PRESETS, markdown):
+        return None
+    p = PRESETS[b.preset]
+    sh = shared(b)
+    per_step = step_seconds(sh, p["arms"])
+    steps_for = equal_compute_steps(p, per_step)
+    if b.collect:
+        done = collect(sh, p, steps_for)
+    else:
+        print(f"seconds per step: {per_step}; equal compute: {steps_for} steps", flush=True)
+        done = run_plan(b, p, steps_for, b.workers or p["workers"])
+    res = json.loads(json.dumps(summarize(sh, p, done, per_step, steps_for)))  # (as a reader gets it)
+    path = sh["out"] / "summary.json" if b.preset == "tiny" else ROOT / "bench" / "results" / f"objectives_{b.preset}.json"
+    de._write_atomic(path, json.dumps(res, indent=1))
+    print(f"wrote {path}\n\nCommand: python bench/objectives.py --preset={b.preset}\n")
+    print(markdown(res))
+    plot(res, path.with_suffix(".png"))
+    return res
+
+
+def main(argv=None):
+    return run(train.parse_args(sys.argv[1:] if argv is None else argv, BenchSettings(), usage=[__doc__.strip()]))
+
+
+def cli(argv=None):
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

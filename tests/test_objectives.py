@@ -1,0 +1,49 @@
+"""bench/objectives.py: the tiny preset end to end (every arm, the lr grid at the first seed, the
+equal-compute steps, fine-tuning with floors), cached on a rerun."""
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import objectives as ob  # noqa: E402
+
+
+def test_tiny_preset_end_to_end(tmp_path, capsys):
+    res = ob.main(["--preset=tiny", f"--out_dir={tmp_path}"])
+    assert res == json.loads((tmp_path / "tiny" / "summary.json").read_text())
+    p = ob.PRESETS["tiny"]
+    per_step, steps = res["seconds_per_step"], res["steps"]
+    costly = max(per_step, key=per_step.get)
+    assert steps[costly] == p["steps"] and all(steps[a] >= p["steps"] for a in p["arms"])
+    for a in p["arms"]:  # equal compute: the same seconds, within half a step
+        assert abs(steps[a] * per_step[a] - p["steps"] * per_step[costly]) <= per_step[a] / 2 + 1e-9
+        assert res["lr"][a] in p["lr_grid"]
+        group = res["groups"][f"{a}, equal compute"]
+        assert [r["seed"] for r in group["runs"]] == list(p["seeds"])
+        assert {r["steps"] for r in group["runs"]} == {steps[a]} and {r["lr"] for r in group["runs"]} == {res["lr"][a]}
+        for r in group["runs"]:
+            assert r["test"]["loss"] > 0 and r["test_floor"] > 0 and r["curve"][-1]["step"] == steps[a]
+            assert ("disc_auc" in r["test"]) == (a == "electra")
+    for g in res["groups"].values():
+        for r in g["finetune"]:
+            assert set(r["labels"]) == {str(n) for n in p["ft_labels"]}
+            assert all(0 <= c["test_acc"] <= 1 and c["lr"] in p["ft_lr_grid"] for c in r["labels"].values())
+    assert len(res["groups"]["random encoder"]["finetune"]) == len(p["seeds"])
+    assert {"majority", "bow_logreg"} <= set(res["ft_floors"][str(p["ft_labels"][0])])
+    out = capsys.readouterr().out
+    assert "| electra, equal compute |" in out and "| mlm, equal compute |" in out and "ELECTRA - MLM" in out
+    t0 = time.time()
+    again = ob.main(["--preset=tiny", f"--out_dir={tmp_path}"])  # everything cached
+    assert again == res and time.time() - t0 < 20
+    assert ob.main(["--preset=tiny", f"--out_dir={tmp_path}", "--collect=true"]) == res
+    assert ob.cli(["--preset=nope", f"--out_dir={tmp_path}"]) == 2
+
+
+def test_equal_compute_steps():
+    p = {"steps": 3000}
+    assert ob.equal_compute_steps(p, {"mlm": 0.2, "electra": 0.26}) == {"mlm": 3900, "electra": 3000}
+    assert ob.equal_compute_steps(p, {"mlm": 0.21, "electra": 0.26}) == {"mlm": 3714, "electra": 3000}
+    assert ob.equal_compute_steps(p, {"mlm": 0.3}) == {"mlm": 3000}
