@@ -60,9 +60,15 @@ import data_efficiency as de  # noqa: E402  (bench/data_efficiency.py: corpora, 
 import finetune  # noqa: E402
 import train  # noqa: E402
 
-ARMS = {  # arm -> the train.Settings fields that make it (the same shape and data for all)
-    "mlm": dict(objective="mlm"),
-    "electra": dict(objective="electra"),
+ARMS = {  # arm -> the train.Settings fields that make it (the same shape, data and masking share for all)
+    "mlm": dict(objective="mlm"),                          # BERT/RoBERTa: tokens chosen one by one
+    "whole-word": dict(objective="mlm", whole_word=True),  # all pieces of a word together
+    "spanbert": dict(objective="mlm", span_masking=True),  # SpanBERT's spans of whole words
+    "electra": dict(objective="electra"),                  # replaced-token detection (generator 1/4 wide)
+    "plm": dict(objective="plm"),                          # XLNet's permutation LM (xlnet.py)
+    "t5-span1": dict(objective="t5", mean_span=1.0),       # T5's span corruption (t5.py), mean span 1, 3, 10
+    "t5-span3": dict(objective="t5", mean_span=3.0),
+    "t5-span10": dict(objective="t5", mean_span=10.0),
 }
 PRESETS = {
     "tiny": dict(arms=("mlm", "electra"), budget=20_000, dev_lines=10, test_lines=20, tokenizer_bytes=0,
@@ -86,6 +92,7 @@ class BenchSettings:
     out_dir: str = "out/objectives"  # corpora, tokenizer, run folders (models); a rerun resumes from here
     results_dir: str = ""         # one JSON per run; "" = bench/results/objectives_<preset>/ (tiny: under out_dir)
     nsmc: str = str(ROOT.parent / "shared" / "data" / "nsmc")  # NSMC folder (train.tsv, test.tsv, unlabeled.txt)
+    arms: str = ""                # comma-separated arms of ARMS to compare; "" = the preset's
     workers: int = 0              # runs at once, one thread each; 0 = the preset's
     collect: bool = False         # summarise what has finished (no training)
     report: str = ""              # print the tables of a summary JSON and stop
@@ -94,11 +101,22 @@ class BenchSettings:
 # ----------------------------------------------------------------------------------------------------
 # What the runs share: corpora, tokenizer, packed data, labelled rows
 # ----------------------------------------------------------------------------------------------------
+def preset(b):
+    """The preset's settings, its arms replaced by --arms when given."""
+    p = dict(PRESETS[b.preset])
+    if b.arms:
+        p["arms"] = tuple(a.strip() for a in b.arms.split(",") if a.strip())
+        unknown = [a for a in p["arms"] if a not in ARMS]
+        if unknown or not p["arms"]:
+            raise ValueError(f"--arms: unknown {unknown or 'none given'}; the arms are {', '.join(ARMS)}")
+    return p
+
+
 def shared(b):
     """{p, out, results, tok, train, dev, test, ft}: built once per process (the corpora once per out_dir)."""
-    if _WORKER.get("key") == (b.preset, b.out_dir, b.results_dir):
+    if _WORKER.get("key") == (b.preset, b.out_dir, b.results_dir, b.arms):
         return _WORKER["shared"]
-    p = PRESETS[b.preset]
+    p = preset(b)
     out = Path(b.out_dir) / b.preset
     results = Path(b.results_dir or (out / "results" if b.preset == "tiny" else
                                      ROOT / "bench" / "results" / f"objectives_{b.preset}"))
@@ -112,11 +130,12 @@ def shared(b):
         test = train.build_datasets(s, tok, paths["test"], paths["test"], out / "cache")[1]
     rows = {k: finetune.read_tsv(paths[k]) for k in ("labelled", "ft_dev", "ft_test")}
     labels = finetune.label_map(rows["labelled"])
-    ft = {"labels": labels, "rows": rows, **{k: finetune.encode_rows(rows[r], tok, FT_MAX_LEN, labels)
-                                            for k, r in (("train", "labelled"), ("dev", "ft_dev"), ("test", "ft_test"))}}
+    splits = (("train", "labelled"), ("dev", "ft_dev"), ("test", "ft_test"))
+    ft = {"labels": labels, "rows": rows,
+          **{k: finetune.encode_rows(rows[r], tok, FT_MAX_LEN, labels) for k, r in splits}}
     sh = dict(p=p, out=out, results=results, tok=tok, paths=paths, train=train_data, dev=dev, test=test, ft=ft,
               data=train.data_sha(train_data, dev), test_sha=train.data_sha(test))
-    _WORKER.update(key=(b.preset, b.out_dir, b.results_dir), shared=sh)
+    _WORKER.update(key=(b.preset, b.out_dir, b.results_dir, b.arms), shared=sh)
     return sh
 
 
@@ -208,13 +227,20 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
         model, _, evals = train.run_mlm(s, out_dir=d, corpus=sh["paths"][sh["p"]["budget"]],
                                         valid_corpus=sh["paths"]["dev"], tok=sh["tok"], desc=name)
         info = train.tokenizer_info(sh["tok"], s)
+        # XLNet and T5 are scored on their own targets (drawn from a fixed seed), against the unigram
+        # loss of those targets; the masked LMs at [MASK] positions, token by token for all of them
+        make = train.make_inputs(s, info) if s.objective in train.OBJECTIVES else None
         test = train.evaluate(model, sh["test"], mask_id=info["mask_id"], vocab_size=info["vocab_size"],
-                              special_ids=info["special_ids"], batch_size=64, device="cpu")
+                              special_ids=info["special_ids"], batch_size=64, device="cpu", make=make)
+    if make is None:
+        dev_floor, test_floor = (train.floors(sh["tok"], sh["train"], sh[k])[0] for k in ("dev", "test"))
+    else:
+        dev_floor, test_floor = (train.task_floor(make, sh["train"], sh[k], model.config.vocab_size)
+                                 for k in ("dev", "test"))
+    disc = ("disc_acc_replaced", "disc_acc_original", "disc_auc")  # (ELECTRA)
     curve = [{"step": e["step"], "dev_loss": round(e["loss"], 4),
-              **{k: round(e[k], 4) for k in ("disc_acc_replaced", "disc_acc_original", "disc_auc") if e.get(k) is not None}}
-             for e in evals]
+              **{k: round(e[k], 4) for k in disc if e.get(k) is not None}} for e in evals]
     gain = de.dev_gain_last_quarter(curve)
-    dev_floor, test_floor = (train.floors(sh["tok"], sh["train"], sh[k])[0] for k in ("dev", "test"))
     r = {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "dev_floor": dev_floor, "test_floor": test_floor,
          "test": {k: v for k, v in test.items() if k != "scored"}, "curve": curve,
          "converged": bool(gain < de.CONVERGED_GAIN), "dev_gain_last_quarter": round(gain, 4),
@@ -252,15 +278,21 @@ def fine_tune_one(sh, model_dir, n, lr, seed):
     return {k: best[k] for k in ("epoch", "dev_acc", "test_acc")}
 
 
-def fine_tune(sh, arm, seed, lr, steps):
-    """NSMC accuracy of one encoder (a run's final weights, or arm "random") at each of ft_labels: the
-    dev-best (rate of ft_lr_grid, epoch); its result JSON (cached)."""
+def ft_file(sh, arm, seed, lr, steps):
+    """(the result JSON of one encoder's fine-tuning, the config a finished one there must carry)."""
     p = sh["p"]
     encoder = run_config(sh, arm, seed, lr, steps) if arm != "random" else {"random": seed, "vocab": len(sh["tok"])}
     config = {"encoder": encoder, **{k: p[k] for k in ("ft_labels", "ft_lr_grid", "ft_steps", "ft_batch")},
               "max_len": FT_MAX_LEN, "rows": [len(v) for v in sh["ft"]["rows"].values()]}
     name = run_name(arm, seed, lr, steps) if arm != "random" else f"random-seed{seed}"
-    path = sh["results"] / "finetune" / f"{name}.json"
+    return sh["results"] / "finetune" / f"{name}.json", config
+
+
+def fine_tune(sh, arm, seed, lr, steps):
+    """NSMC accuracy of one encoder (a run's final weights, or arm "random") at each of ft_labels: the
+    dev-best (rate of ft_lr_grid, epoch); its result JSON (cached)."""
+    p = sh["p"]
+    path, config = ft_file(sh, arm, seed, lr, steps)
     r = de.finished_file(path, config)
     if r is not None:
         return r
@@ -376,8 +408,7 @@ def collect(sh, p, steps_for):
                 r = de.finished_file(sh["results"] / "runs" / f"{run_name(arm, seed, lr, steps)}.json",
                                      run_config(sh, arm, seed, lr, steps))
             else:
-                name = run_name(arm, seed, lr, steps) if arm != "random" else f"random-seed{seed}"
-                r = de._read_json(sh["results"] / "finetune" / f"{name}.json")
+                r = de.finished_file(*ft_file(sh, arm, seed, lr, steps))
             if r is not None:
                 new[t] = r
         if not new:
@@ -421,7 +452,8 @@ def _acc(group, n):
 def markdown(res):
     p, g = res["settings"], res["groups"]
     ratio = {a: res["seconds_per_step"][a] / min(res["seconds_per_step"].values()) for a in p["arms"]}
-    lines = [f"Pretrained from scratch on 200 KB of Korean reviews ({res['tokens_per_step']:,} token slots a step), "
+    lines = [f"Pretrained from scratch on {p['budget'] // 1000} KB of Korean reviews "
+             f"({res['tokens_per_step']:,} token slots a step), "
              f"{p['hidden_size']}-wide x {p['num_layers']} layers, seeds {p['seeds']}, mean ± std; "
              "seconds per step measured in the same run: " + ", ".join(
                  f"{a} {res['seconds_per_step'][a]:.3f} s ({ratio[a]:.2f}x)" for a in p["arms"]) + ". "
@@ -447,21 +479,24 @@ def markdown(res):
               "| encoder | " + " | ".join(f"{n} labels" for n in labels) + " |", "|---|" + "---|" * len(labels)]
     fl = res["ft_floors"]
     lines.append("| majority class | " + " | ".join(f"{fl[n]['majority']:.1%}" for n in labels) + " |")
-    lines.append("| bag-of-words logistic regression | " + " | ".join(f"{fl[n]['bow_logreg']:.1%}" for n in labels) + " |")
+    lines.append("| bag-of-words logistic regression | "
+                 + " | ".join(f"{fl[n]['bow_logreg']:.1%}" for n in labels) + " |")
     for name, c in g.items():
         if c["finetune"]:
             lines.append(f"| {name} | " + " | ".join(
                 f"{de._ms(*m(_acc(c, n)), '{:.1%}')} ({', '.join(f'{x:.1%}' for x in _acc(c, n))})"
                 for n in labels) + " |")
-    a, b = (g.get(f"{x}, equal compute") for x in ("electra", "mlm"))
-    if a and b and a["finetune"] and len(a["finetune"]) == len(b["finetune"]):
+    base = g.get("mlm, equal compute")
+    for arm in (a for a in p["arms"] if a != "mlm"):
+        c = g.get(f"{arm}, equal compute")
+        if not (base and c and c["finetune"] and len(c["finetune"]) == len(base["finetune"])):
+            continue
         lines.append("")
         for n in labels:
-            d = [x - y for x, y in zip(_acc(a, n), _acc(b, n))]
-            mean, std = m(d)
+            mean, std = m([x - y for x, y in zip(_acc(c, n), _acc(base, n))])
             verdict = ("no difference (inside twice the spread of the paired differences)"
-                       if std is None or abs(mean) <= 2 * std else "ELECTRA ahead" if mean > 0 else "MLM ahead")
-            lines.append(f"- {n} labels, ELECTRA - MLM at equal compute, paired by seed: "
+                       if std is None or abs(mean) <= 2 * std else f"{arm} ahead" if mean > 0 else "mlm ahead")
+            lines.append(f"- {n} labels, {arm} - mlm at equal compute, paired by seed: "
                          f"{de._ms(mean, std, '{:+.1%}')}: {verdict}.")
     return de.wrapped(lines)
 
@@ -497,8 +532,8 @@ def plot(res, path):
 def run(b):
     if de.reported(b, PRESETS, markdown):
         return None
-    p = PRESETS[b.preset]
     sh = shared(b)
+    p = sh["p"]
     per_step = step_seconds(sh, p["arms"])
     steps_for = equal_compute_steps(p, per_step)
     if b.collect:
@@ -507,7 +542,8 @@ def run(b):
         print(f"seconds per step: {per_step}; equal compute: {steps_for} steps", flush=True)
         done = run_plan(b, p, steps_for, b.workers or p["workers"])
     res = json.loads(json.dumps(summarize(sh, p, done, per_step, steps_for)))  # (as a reader gets it)
-    path = sh["out"] / "summary.json" if b.preset == "tiny" else ROOT / "bench" / "results" / f"objectives_{b.preset}.json"
+    path = (sh["out"] / "summary.json" if b.preset == "tiny"
+            else ROOT / "bench" / "results" / f"objectives_{b.preset}.json")
     de._write_atomic(path, json.dumps(res, indent=1))
     print(f"wrote {path}\n\nCommand: python bench/objectives.py --preset={b.preset}\n")
     print(markdown(res))

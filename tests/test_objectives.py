@@ -34,12 +34,28 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     assert len(res["groups"]["random encoder"]["finetune"]) == len(p["seeds"])
     assert {"majority", "bow_logreg"} <= set(res["ft_floors"][str(p["ft_labels"][0])])
     out = capsys.readouterr().out
-    assert "| electra, equal compute |" in out and "| mlm, equal compute |" in out and "ELECTRA - MLM" in out
+    assert "| electra, equal compute |" in out and "| mlm, equal compute |" in out and "electra - mlm at equal compute" in out
     t0 = time.time()
     again = ob.main(["--preset=tiny", f"--out_dir={tmp_path}"])  # everything cached
     assert again == res and time.time() - t0 < 20
     assert ob.main(["--preset=tiny", f"--out_dir={tmp_path}", "--collect=true"]) == res
     assert ob.cli(["--preset=nope", f"--out_dir={tmp_path}"]) == 2
+    assert ob.cli(["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm,bert"]) == 2
+
+
+def test_lecture_arms_score_against_their_own_floors(tmp_path):
+    """XLNet and T5 through the same bench: scored on their own targets against the unigram loss of those
+    targets, fine-tuned with the same head; whole-word masking scored like the masked LM."""
+    b = ob.BenchSettings(preset="tiny", out_dir=str(tmp_path), arms="whole-word,plm,t5-span3")
+    sh = ob.shared(b)
+    for arm in ("whole-word", "plm", "t5-span3"):
+        r = ob.pretrain(sh, arm, 1, 1e-3, 4)
+        assert r["test"]["loss"] > 0 and r["test_floor"] > 0 and r["curve"][-1]["step"] == 4
+        assert r["arm"] == arm
+        ft = ob.fine_tune(sh, arm, 1, 1e-3, 4)
+        assert set(ft["labels"]) == {str(n) for n in ob.PRESETS["tiny"]["ft_labels"]}
+    floors = {a: ob.pretrain(sh, a, 1, 1e-3, 4)["test_floor"] for a in ("whole-word", "plm", "t5-span3")}
+    assert floors["plm"] != floors["whole-word"] != floors["t5-span3"]  # (each objective's own targets)
 
 
 def test_equal_compute_steps():
