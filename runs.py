@@ -573,7 +573,8 @@ class _Run:
             if "disc_loss" in r:  # ELECTRA: the loss above is the generator's
                 print(f"{self.desc}: discriminator loss {r['disc_loss']:.4f}, "
                       f"right on {r['disc_acc_replaced']:.1%} "
-                      f"of the replaced tokens and {r['disc_acc_original']:.1%} of the original ones")
+                      f"of the replaced tokens and {r['disc_acc_original']:.1%} of the original ones"
+                      + (f", AUC {r['disc_auc']:.3f} (a coin: 0.5)" if r.get("disc_auc") is not None else ""))
         if s.patience:
             best = min(evals, key=lambda e: e["loss"])
             if best is not r:  # the weights of the best evaluation replace the last ones

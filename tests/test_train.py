@@ -716,7 +716,7 @@ def test_a_checkpoint_from_before_early_stopping_still_resumes(tok, corpus, tmp_
     assert runs.config_differences({}, {"patience": 3}) == ["patience: checkpoint 0 vs now 3"]
 
 
-def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, tmp_path, monkeypatch):
+def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, tmp_path, monkeypatch, capsys):
     """--objective=electra through the same loop: the generator and the discriminator share their
     embedding tables, evaluation reports the discriminator on replaced and original tokens, a run
     stopped in the middle (with accumulation) resumes to the same weights (the generator's samples
@@ -729,6 +729,7 @@ def test_electra_objective_trains_saves_and_resumes_bit_identical(tok, corpus, t
     assert g.config.hidden_size == 16 and d.config.hidden_size == 32 and g.bert.embeddings.projection is not None
     assert {"disc_loss", "disc_acc_replaced", "disc_acc_original", "disc_precision", "disc_auc"} <= set(evals[-1])
     assert 0 < evals[-1]["replaced_share"] < 0.3 and 0 <= evals[-1]["disc_auc"] <= 1
+    assert f"AUC {evals[-1]['disc_auc']:.3f} (a coin: 0.5)" in capsys.readouterr().out  # (the run's summary)
     with stopped_in_step(monkeypatch, 4):  # (a kill inside that step)
         train.run_mlm(s, out_dir=tmp_path / "stopped", corpus=corpus, tok=tok)
     torch.manual_seed(4321)
