@@ -159,18 +159,19 @@ def settings(p, arm, seed, lr, steps):
 def step_seconds(sh, arms):
     """Seconds per optimizer step of each arm on one thread (forward, backward, AdamW, the masking), the
     arms alternating in rounds so that a slower patch of the machine hits all of them; the median round.
-    Measured once and kept in results/timing.json (a rerun reuses it, so its step counts stay put)."""
+    Measured once per set of arms and kept in results/timing-<arms>.json (a rerun reuses it, so its
+    step counts stay put)."""
     p = sh["p"]
     config = {"arms": {a: ARMS[a] for a in arms}, "shape": [p[k] for k in ("hidden_size", "num_layers", "batch_size",
                                                                              "max_len", "mlm_probability")]}
-    path = sh["results"] / "timing.json"
+    path = sh["results"] / f"timing-{'-'.join(arms)}.json"
     done = de.finished_file(path, config)
     if done is not None:
         return done["seconds_per_step"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    info, batch = train.tokenizer_info(sh["tok"], settings(p, arms[0], 1, 1e-3, 1)), \
-        {k: v[:p["batch_size"]] for k, v in sh["train"].items()}
+    info = train.tokenizer_info(sh["tok"], settings(p, arms[0], 1, 1e-3, 1))
+    batch = {k: v[:p["batch_size"]] for k, v in sh["train"].items()}
     models = {}
     for a in arms:
         s = settings(p, a, 1, 1e-3, p["steps"])
@@ -207,9 +208,8 @@ def equal_compute_steps(p, per_step):
 # ----------------------------------------------------------------------------------------------------
 def run_config(sh, arm, seed, lr, steps):
     s = settings(sh["p"], arm, seed, lr, steps)
-    return {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "settings": {k: v for k, v in vars(s).items()
-                                                                            if k != "device"},
-            "data": sh["data"], "test": sh["test_sha"]}
+    return {"arm": arm, "seed": seed, "lr": lr, "steps": steps,
+            "settings": {k: v for k, v in vars(s).items() if k != "device"}, "data": sh["data"], "test": sh["test_sha"]}
 
 
 def run_name(arm, seed, lr, steps):
@@ -248,6 +248,7 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
     gain = de.dev_gain_last_quarter(curve)
     r = {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "dev_floor": dev_floor, "test_floor": test_floor,
          "test": {k: v for k, v in test.items() if k != "scored"}, "curve": curve,
+         "learned_context": train.learned_context(test["loss"], test_floor) == "yes",  # (0.1 nat below)
          "converged": bool(gain < de.CONVERGED_GAIN), "dev_gain_last_quarter": round(gain, 4),
          "seconds": round(time.time() - t0, 1), "config": config}
     if previous := de.finished_file(path, config):  # (trained again for its weights: same numbers?)
