@@ -63,6 +63,7 @@ fine-tuned the same way already matches a pretrained one.
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -795,31 +796,39 @@ def _task_text(task, r):
 
 
 def run_plan(p, part, workers, b_dict, results_dir, bar_desc):
-    """Run the plan to its end: start every run whose rate is known (up to `workers` at once, in
-    plan order), and after each finished run look again (a finished grid makes its seeds ready).
-    Returns {task: result}."""
+    """Run the plan to its end, each run started as soon as its rate is known (run_tasks)."""
+    return run_tasks(lambda done: plan(p, done, part), functools.partial(_task, results_dir=results_dir), workers,
+                     full_plan_size(p, part), bar_desc, _task_text, initializer=_init_worker, initargs=(b_dict, 1))
+
+
+def run_tasks(next_tasks, call, workers, total, desc, describe, initializer=None, initargs=()):
+    """Run every task that next_tasks(done) lists, in its order, up to `workers` at once in spawned
+    processes, asking again after each finished one (a finished task can make others ready, e.g. a
+    finished grid its seeds). call(task) -> (task, result, seconds) must pickle (a module-level function
+    or a partial of one); describe(task, result) is the progress bar's line. Returns {task: result}.
+    (Shared by the benches that run a plan: this one and bench/objectives.py.)"""
     done, running = {}, {}
-    bar = tqdm(total=full_plan_size(p, part), desc=bar_desc, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, dynamic_ncols=True)
     pool, threads = None, torch.get_num_threads()
-    # one thread per arm in this process too, as in the pool's workers: a CPU run repeats its numbers
+    # one thread per run in this process too, as in the pool's workers: a CPU run repeats its numbers
     # exactly only at the same thread count (and two commands side by side then share the cores fairly)
     torch.set_num_threads(1)
     if workers > 1:
         # spawn: fresh interpreters (forking a process that already ran torch can hang its thread pool)
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                      initializer=_init_worker, initargs=(b_dict, 1))
+                                                      initializer=initializer, initargs=initargs)
     try:
         while True:
-            ready = [t for t in plan(p, done, part) if t not in done and t not in running.values()]
+            ready = [t for t in next_tasks(done) if t not in done and t not in running.values()]
             if pool is None:
                 if not ready:
                     break
-                task, r, _ = _task(ready[0], results_dir)
+                task, r, _ = call(ready[0])
                 done[task] = r
                 bar.update(1)
                 continue
             for task in ready[:workers - len(running)]:
-                running[pool.submit(_task, task, results_dir)] = task
+                running[pool.submit(call, task)] = task
             if not running:
                 break
             finished_now, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -828,13 +837,21 @@ def run_plan(p, part, workers, b_dict, results_dir, bar_desc):
                 task, r, _ = f.result()  # (a failed run raises here, naming itself in its output.txt)
                 done[task] = r
                 bar.update(1)
-                bar.set_postfix_str(_task_text(task, r))
+                bar.set_postfix_str(describe(task, r))
     finally:
         bar.close()
         torch.set_num_threads(threads)
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return done
+
+
+def publish(res, path, tables, plot_fn):
+    """A bench's summary: the JSON at `path`, its tables on stdout, its plot beside the JSON."""
+    _write_atomic(path, json.dumps(res, indent=1))
+    print(f"wrote {path}\n")
+    print(tables(res))
+    plot_fn(res, path.with_suffix(".png"))
 
 
 # ----------------------------------------------------------------------------------------------------

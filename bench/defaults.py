@@ -217,10 +217,7 @@ def run(b):
         rs = [run_one(t) for t in tasks]
     res = summary(rs)
     path = out / "summary.json" if b.preset == "tiny" else ROOT / "bench" / "results" / f"defaults_{b.preset}.json"
-    de._write_atomic(path, json.dumps(res, indent=1))
-    print(f"wrote {path}\n")
-    print(markdown(res))
-    plot(res, path.with_suffix(".png"))
+    de.publish(res, path, markdown, plot)
     return res
 
 

@@ -42,11 +42,10 @@ within it (AUC ~0.53 on held-out rows after 4,000 steps, whatever the generator'
 or 1/2 as wide stays on the plateau): docs/results.md. The preset is the protocol to grow from, not a
 result; --preset=tiny runs every step of it in the tests.
 """
-import concurrent.futures
 import contextlib
+import functools
 import io
 import json
-import multiprocessing
 import os
 import sys
 import threading
@@ -366,39 +365,11 @@ def _init_worker():
 
 def run_plan(b, p, steps_for, workers):
     """Every task of the plan, up to `workers` at once (one thread each), each started as soon as its
-    learning rate is known. Returns {task: result}."""
-    from tqdm import tqdm
-    done, running = {}, {}
-    bar = tqdm(total=full_plan_size(p, steps_for), desc="objectives", dynamic_ncols=True)
-    pool = None if workers <= 1 else concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-    b_dict = vars(b)
-    try:
-        while True:
-            ready = [t for t in plan(p, done, steps_for) if t not in done and t not in running.values()]
-            if pool is None:
-                if not ready:
-                    break
-                task, r, _ = _task(b_dict, ready[0])
-                done[task] = r
-                bar.update(1)
-                continue
-            for task in ready[:workers - len(running)]:
-                running[pool.submit(_task, b_dict, task)] = task
-            if not running:
-                break
-            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for f in finished:
-                task, r, secs = f.result()
-                del running[f]
-                done[task] = r
-                bar.update(1)
-                bar.set_postfix_str(f"{task[0]} {task[1]} seed {task[2]} lr {task[3]:g}: {secs / 60:.1f} min")
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    return done
+    learning rate is known (de.run_tasks). Returns {task: result}."""
+    def describe(task, r):
+        return f"{task[0]} {task[1]} seed {task[2]} lr {task[3]:g}: {r['seconds'] / 60:.1f} min"
+    return de.run_tasks(lambda done: plan(p, done, steps_for), functools.partial(_task, vars(b)), workers,
+                        full_plan_size(p, steps_for), "objectives", describe, initializer=_init_worker)
 
 
 def collect(sh, p, steps_for):
@@ -550,10 +521,8 @@ def run(b):
     res = json.loads(json.dumps(summarize(sh, p, done, per_step, steps_for)))  # (as a reader gets it)
     path = (sh["out"] / "summary.json" if b.preset == "tiny"
             else ROOT / "bench" / "results" / f"objectives_{b.preset}.json")
-    de._write_atomic(path, json.dumps(res, indent=1))
-    print(f"wrote {path}\n\nCommand: python bench/objectives.py --preset={b.preset}\n")
-    print(markdown(res))
-    plot(res, path.with_suffix(".png"))
+    print(f"Command: python bench/objectives.py --preset={b.preset}" + (f" --arms={b.arms}" if b.arms else ""))
+    de.publish(res, path, markdown, plot)
     return res
 
 
