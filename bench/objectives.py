@@ -1,9 +1,11 @@
 """
-Which pretraining objective makes the better encoder for the same compute? ELECTRA against a masked LM.
+Which pretraining objective makes the better encoder for the same compute? ELECTRA against a masked LM,
+and the lecture's other objectives (ARMS: whole-word, SpanBERT, XLNet, T5's spans) through --arms.
 
-    python bench/objectives.py --preset=tiny      # toy data from the repository, every arm, seconds (the test)
+    python bench/objectives.py --preset=tiny      # toy data from the repository, seconds (the test)
     python bench/objectives.py --preset=cpu       # Korean NSMC on 2 cores, resumable (not run yet: below)
     python bench/objectives.py --preset=cpu --collect=true   # the summary of the runs finished so far
+    python bench/objectives.py --preset=cpu --arms=mlm,plm,t5-span3   # other arms of ARMS
     python bench/objectives.py --report=bench/results/objectives_cpu.json   # the results doc's tables
 
 Clark et al., "ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators", ICLR 2020
@@ -38,8 +40,8 @@ Every run and every fine-tuning writes one JSON under --results_dir as it finish
 what is missing, from another checkout too); the summary JSON, tables and a plot at the end.
 
 Status (2026-12-04): probes of the cpu preset's recipe found that ELECTRA's discriminator does not learn
-within it (AUC ~0.53 on held-out rows after 4,000 steps, whatever the generator's width; a generator 1/4
-or 1/2 as wide stays on the plateau): docs/results.md. The preset is the protocol to grow from, not a
+within it (held-out AUC 0.52-0.58 after up to 6,000 steps, whatever the generator's width or the masking;
+a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. The preset is the protocol to grow from, not a
 result; --preset=tiny runs every step of it in the tests.
 """
 import contextlib
