@@ -41,8 +41,8 @@ what is missing, from another checkout too); the summary JSON, tables and a plot
 
 Status (2026-12-04): probes of the cpu preset's recipe found that ELECTRA's discriminator does not learn
 within it (held-out AUC 0.52-0.58 after up to 6,000 steps, whatever the generator's width or the masking;
-a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. The preset is the protocol to grow from, not a
-result; --preset=tiny runs every step of it in the tests.
+a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. The preset is the
+protocol to grow from, not a result; --preset=tiny runs every step of it in the tests.
 """
 import contextlib
 import functools
