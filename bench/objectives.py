@@ -436,7 +436,8 @@ def markdown(res):
              f"{p['hidden_size']}-wide x {p['num_layers']} layers, seeds {p['seeds']}, mean ± std; "
              "seconds per step measured in the same run: " + ", ".join(
                  f"{a} {res['seconds_per_step'][a]:.3f} s ({ratio[a]:.2f}x)" for a in p["arms"]) + ". "
-             "Losses on the test split at [MASK] positions (15%) beside the unigram floor; lr chosen on dev: "
+             "Losses on the test split at [MASK] positions (15%; XLNet and T5: their own targets) beside the "
+             "unigram floor of what is predicted; lr chosen on dev: "
              + ", ".join(f"{a} {lr:g}" if lr else f"{a} -" for a, lr in res["lr"].items()) + ".", "",
              "| encoder | steps | runs | loss (ELECTRA: generator) | floor | below floor | replaced found "
              "| originals right | precision | AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
