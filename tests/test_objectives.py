@@ -20,7 +20,9 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     assert steps[costly] == p["steps"] and all(steps[a] >= p["steps"] for a in p["arms"])
     for a in p["arms"]:  # equal compute: the same seconds, within half a step
         assert abs(steps[a] * per_step[a] - p["steps"] * per_step[costly]) <= per_step[a] / 2 + 1e-9
-        assert res["lr"][a] in p["lr_grid"]
+        most = str(max(p["ft_labels"]))  # the lr is the grid's best on dev (fine-tuned, most labels)
+        dev = {lr: cell[most]["dev_acc"] for lr, cell in res["lr_grid_dev"][a].items()}
+        assert res["lr"][a] in p["lr_grid"] and dev[f"{res['lr'][a]:g}"] == max(dev.values())
         group = res["groups"][f"{a}, equal compute"]
         assert [r["seed"] for r in group["runs"]] == list(p["seeds"])
         assert {r["steps"] for r in group["runs"]} == {steps[a]} and {r["lr"] for r in group["runs"]} == {res["lr"][a]}
@@ -35,7 +37,8 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     assert len(res["groups"]["random encoder"]["finetune"]) == len(p["seeds"])
     assert {"majority", "bow_logreg"} <= set(res["ft_floors"][str(p["ft_labels"][0])])
     out = capsys.readouterr().out
-    assert "| electra, equal compute |" in out and "| mlm, equal compute |" in out and "electra - mlm at equal compute" in out
+    assert "| electra, equal compute |" in out and "| mlm, equal compute |" in out
+    assert "electra - mlm at equal compute" in out
     t0 = time.time()
     again = ob.main(["--preset=tiny", f"--out_dir={tmp_path}"])  # everything cached
     assert again == res and time.time() - t0 < 20
@@ -64,3 +67,15 @@ def test_equal_compute_steps():
     assert ob.equal_compute_steps(p, {"mlm": 0.2, "electra": 0.26}) == {"mlm": 3900, "electra": 3000}
     assert ob.equal_compute_steps(p, {"mlm": 0.21, "electra": 0.26}) == {"mlm": 3714, "electra": 3000}
     assert ob.equal_compute_steps(p, {"mlm": 0.3}) == {"mlm": 3000}
+
+
+def test_the_lr_is_chosen_on_dev_at_the_most_labels():
+    """chosen_lr: the grid's rate whose fine-tuned dev accuracy is best at the largest label count (not
+    at the smaller one, not the test accuracy), None while a grid cell is missing."""
+    p = {"seeds": (1, 2), "lr_grid": (1e-3, 2e-3), "ft_labels": (40, 100), "steps": 12}
+    cell = lambda dev40, dev100, test100: {"labels": {  # noqa: E731
+        "40": {"dev_acc": dev40, "test_acc": 0.5}, "100": {"dev_acc": dev100, "test_acc": test100}}}
+    done = {("ft", "mlm", 1, 1e-3, 12): {**cell(0.9, 0.6, 0.9), "lr": 1e-3},
+            ("ft", "mlm", 1, 2e-3, 12): {**cell(0.5, 0.7, 0.5), "lr": 2e-3}}
+    assert ob.chosen_lr(p, done, "mlm") == 2e-3
+    assert ob.chosen_lr(p, {k: v for k, v in done.items() if k[3] == 1e-3}, "mlm") is None
