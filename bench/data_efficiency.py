@@ -656,11 +656,16 @@ def run_ft(e, method, budget, seed, lm_lr, results_dir=None):
 
 
 def ft_floors(e):
-    """The floors that need no pretraining, at each of ft_labels: always the majority class, and a
-    bag-of-words logistic regression (its L2 chosen on the ft_dev rows)."""
-    rows = e.ft["rows"]
+    """The floors that need no pretraining, at each of ft_labels (label_floors)."""
+    return label_floors(e.ft["rows"], e.p["ft_labels"])
+
+
+def label_floors(rows, ft_labels):
+    """{n: floors} for the first n labelled rows, n in ft_labels: always the majority class, and a
+    bag-of-words logistic regression (its L2 chosen on the ft_dev rows); both tested on the ft_test rows.
+    (Shared with bench/objectives.py.)"""
     out = {}
-    for n in e.p["ft_labels"]:
+    for n in ft_labels:
         train_rows = rows["labelled"][:n]
         bow, l2 = bow_logreg(train_rows, rows["ft_dev"], rows["ft_test"])
         out[str(n)] = {"majority": majority_class([y for _, y in train_rows], [y for _, y in rows["ft_test"]]),

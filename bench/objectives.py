@@ -400,12 +400,7 @@ def collect(sh, p, steps_for):
 # ----------------------------------------------------------------------------------------------------
 def summarize(sh, p, done, per_step, steps_for):
     rows = sh["ft"]["rows"]
-    floors = {}
-    for n in p["ft_labels"]:
-        part = rows["labelled"][:n]
-        bow, l2 = de.bow_logreg(part, rows["ft_dev"], rows["ft_test"])
-        floors[str(n)] = {"majority": de.majority_class([y for _, y in part], [y for _, y in rows["ft_test"]]),
-                          "bow_logreg": bow, "bow_l2": l2}
+    floors = de.label_floors(rows, p["ft_labels"])
     lrs = {a: chosen_lr(p, done, a) for a in p["arms"]}
     groups = {f"{a}, equal compute": [(a, k, lrs[a], steps_for[a]) for k in p["seeds"]] for a in p["arms"]}
     groups.update({f"{a}, equal steps": [(a, p["seeds"][0], lrs[a], p["steps"])] for a in p["arms"]
