@@ -768,6 +768,11 @@ _WORKER = {}
 def _init_worker(b_dict, threads):
     torch.set_num_threads(threads)
     _WORKER["b"] = BenchSettings(**b_dict)
+    watch_parent()
+
+
+def watch_parent():
+    """In a worker process: leave when the command that started it dies (_exit_with_parent)."""
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 

@@ -26,9 +26,7 @@ rerun trains only the missing ones. --workers runs that many at once, one thread
 """
 import json
 import multiprocessing
-import os
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,11 +186,6 @@ def plot(res, path):
     return de.save_figure(plt, fig, path)
 
 
-def _init_worker():
-    """Each worker leaves when its command dies (bench/data_efficiency.py's guard: no orphan trains on)."""
-    threading.Thread(target=de._exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-
 def run(b):
     if de.reported(b, PRESETS, markdown):
         return None
@@ -211,7 +204,7 @@ def run(b):
     if b.collect:  # what has finished so far, no training
         rs = [r for r in (de.finished_file(*result_file(t)) for t in tasks) if r is not None]
     elif workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=de.watch_parent) as pool:
             rs = pool.map(run_one, tasks, chunksize=1)
     else:
         rs = [run_one(t) for t in tasks]

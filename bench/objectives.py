@@ -48,9 +48,7 @@ import contextlib
 import functools
 import io
 import json
-import os
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,17 +359,13 @@ def _task(b_dict, task):
     return task, r, time.time() - t0
 
 
-def _init_worker():
-    threading.Thread(target=de._exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-
 def run_plan(b, p, steps_for, workers):
     """Every task of the plan, up to `workers` at once (one thread each), each started as soon as its
     learning rate is known (de.run_tasks). Returns {task: result}."""
     def describe(task, r):
         return f"{task[0]} {task[1]} seed {task[2]} lr {task[3]:g}: {r['seconds'] / 60:.1f} min"
     return de.run_tasks(lambda done: plan(p, done, steps_for), functools.partial(_task, vars(b)), workers,
-                        full_plan_size(p, steps_for), "objectives", describe, initializer=_init_worker)
+                        full_plan_size(p, steps_for), "objectives", describe, initializer=de.watch_parent)
 
 
 def collect(sh, p, steps_for):
