@@ -45,13 +45,20 @@ import train  # noqa: E402
 CENTRE = {"mlm_probability": 0.4, "max_len": 32, "lr": 1e-3}
 OLD = {"mlm_probability": 0.15, "max_len": 64, "lr": 5e-4}  # train.py's defaults before this bench
 FACTORS = {"mlm_probability": (0.15, 0.3, 0.4), "max_len": (32, 64, 128), "lr": (5e-4, 1e-3, 2e-3)}
+# Stage 2, at stage 1's centre: depth and steps. Korean leaves the plateau only after ~6,000 steps of the
+# 4-layer model, twice the time budget; a 2-layer step costs about half as much. The centre (4 layers x
+# 3,000 steps) is the same minutes as 2 x 6,000; 2 x 3,000 the same steps; 2 x 8,000 what more time buys.
+DEPTH = {"2 layers x 3000": {"num_layers": 2}, "2 layers x 6000": {"num_layers": 2, "steps": 6000},
+         "2 layers x 8000": {"num_layers": 2, "steps": 8000}}
+CHOSEN = "2 layers x 6000"  # train.py's defaults: {**CENTRE, **DEPTH[CHOSEN]} (tests/test_defaults.py)
 PRESETS = {
     "tiny": dict(texts={"ko": ("lines", "data/ko_train.txt")}, max_bytes=60_000, steps=12,
-                 eval_every=4, vocab=400, seeds=(1,), batch_size=8, workers=1, factors={"lr": (1e-3, 2e-3)}),
+                 eval_every=4, vocab=400, seeds=(1,), batch_size=8, workers=1, factors={"lr": (1e-3, 2e-3)},
+                 depth={"2 layers x 16": {"num_layers": 2, "steps": 16}}),
     "cpu": dict(texts={"en": ("paragraphs", "../shared/data/en/web_bible.txt"),
                        "ko": ("lines", "../shared/data/nsmc/unlabeled.txt")},
                 max_bytes=1_000_000, steps=3000, eval_every=250, vocab=4000, seeds=(1, 2), batch_size=32,
-                workers=2, factors=FACTORS),
+                workers=2, factors=FACTORS, depth=DEPTH),
 }
 
 
@@ -66,14 +73,14 @@ class BenchSettings:
 
 
 def recipes(p):
-    """The recipes of the grid: the centre, each factor's other values around it, and the old defaults.
-    Returns {name: settings dict}."""
+    """The recipes of the grid: the centre, each factor's other values around it, the old defaults, and
+    stage 2's depths and step counts at the centre. Returns {name: settings dict}."""
     out = {"centre": dict(CENTRE), "old defaults": dict(OLD)}
     for factor, values in p["factors"].items():
         for v in values:
             if v != CENTRE[factor]:
                 out[f"{factor}={v:g}"] = {**CENTRE, factor: v}
-    return out
+    return {**out, **{name: {**CENTRE, **d} for name, d in p["depth"].items()}}
 
 
 def corpus(p, lang, out):
@@ -95,7 +102,8 @@ def result_file(task):
     lang, name, recipe, seed, preset, _, results_dir = task
     p = PRESETS[preset]
     return (Path(results_dir) / f"{lang}-{name.replace('=', '')}-seed{seed}.json",
-            {"lang": lang, "recipe": recipe, "seed": seed, "steps": p["steps"], "batch_size": p["batch_size"]})
+            {"lang": lang, "recipe": recipe, "seed": seed, "steps": recipe.get("steps", p["steps"]),
+             "batch_size": p["batch_size"]})
 
 
 def run_one(task):
@@ -107,8 +115,8 @@ def run_one(task):
     if r is not None:
         return r
     torch.set_num_threads(1)
-    s = train.Settings(task="mlm", steps=p["steps"], eval_every=p["eval_every"], batch_size=p["batch_size"],
-                       vocab_size=p["vocab"], seed=seed, ckpt_every=250, device="cpu", **recipe)
+    s = train.Settings(task="mlm", eval_every=p["eval_every"], batch_size=p["batch_size"], vocab_size=p["vocab"],
+                       seed=seed, ckpt_every=250, device="cpu", **{"steps": p["steps"], **recipe})
     text = corpus(p, lang, out)
     run_dir = Path(out) / "runs" / path.stem
     t0 = time.time()
@@ -195,11 +203,12 @@ def run(b):
                                          ROOT / "bench" / "results" / f"defaults_{b.preset}"))
     for lang in p["texts"]:  # the corpora, before the workers start
         corpus(p, lang, out)
-    # the order a session that stops half-way wants: the whole grid of the first seed, then the centre and
-    # the old defaults of the other seeds (the comparison that chose the defaults), then the rest
+    # the order a session that stops half-way wants: the whole grid of the first seed, then the comparisons
+    # that chose the defaults (the centre, the old defaults, stage 2) for the other seeds, then the rest
     tasks = [(lang, name, recipe, seed, b.preset, str(out), str(results_dir)) for seed in p["seeds"]
              for lang in p["texts"] for name, recipe in recipes(p).items()]
-    tasks.sort(key=lambda t: (t[3] != p["seeds"][0] and t[1] not in ("centre", "old defaults"), t[3]))
+    chose = ("centre", "old defaults", *p["depth"])
+    tasks.sort(key=lambda t: (t[3] != p["seeds"][0] and t[1] not in chose, t[3]))
     workers = b.workers or p["workers"]
     if b.collect:  # what has finished so far, no training
         rs = [r for r in (de.finished_file(*result_file(t)) for t in tasks) if r is not None]

@@ -18,7 +18,7 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     assert len(res["runs"]) == len(p["texts"]) * len(bd.recipes(p)) * len(p["seeds"])
     assert len(list((tmp_path / "tiny" / "results").glob("*.json"))) == len(res["runs"])
     for r in res["runs"]:
-        assert r["floor"] > 0 and r["curve"][-1]["step"] == p["steps"]
+        assert r["floor"] > 0 and r["curve"][-1]["step"] == r["steps"] == r["recipe"].get("steps", p["steps"])
         assert r["below_floor_end"] == r["floor"] - r["curve"][-1]["loss"]
         left = r["leaves_plateau_at"]
         assert left is None or min(c["step"] for c in r["curve"] if c["loss"] < r["floor"] - 0.1) == left
@@ -33,9 +33,12 @@ def test_the_grid_moves_one_factor_at_a_time():
     grid = bd.recipes(bd.PRESETS["cpu"])
     assert grid["centre"] == bd.CENTRE and grid["old defaults"] == bd.OLD
     for name, recipe in grid.items():
-        if name not in ("centre", "old defaults"):
+        if name in bd.DEPTH:  # stage 2: stage 1's centre, with only depth and steps changed
+            assert {k: recipe[k] for k in bd.CENTRE} == bd.CENTRE and set(recipe) - set(bd.CENTRE) <= {
+                "num_layers", "steps"}, name
+        elif name not in ("centre", "old defaults"):
             assert sum(recipe[k] != bd.CENTRE[k] for k in bd.CENTRE) == 1, name
-    assert len(grid) == 2 + sum(len(v) - 1 for v in bd.FACTORS.values())
+    assert len(grid) == 2 + sum(len(v) - 1 for v in bd.FACTORS.values()) + len(bd.DEPTH)
 
 
 def test_train_defaults_are_the_bench_choice():
