@@ -76,14 +76,14 @@ class Settings:
     max_len: int = 32             # tokens per training sequence, specials included (bench/defaults.py)
     # --- model (fresh models only; a source checkpoint brings its own)
     hidden_size: int = 128        # width of every layer
-    num_layers: int = 4           # encoder layers
+    num_layers: int = 2           # encoder layers (2: half the cost of 4 per step; bench/defaults.py)
     num_heads: int = 4            # attention heads (hidden_size must divide by it)
     intermediate_size: int = 512  # feed-forward width (BERT uses 4 x hidden)
     embedding_size: int = 0       # ALBERT: word vectors this wide, projected to hidden_size (0 = hidden_size)
     share_layers: bool = False    # ALBERT: one block's weights for every layer
     dropout: float = 0.1          # hidden and attention dropout
     # --- optimisation
-    steps: int = 3000             # optimizer steps of --task=mlm
+    steps: int = 8000             # optimizer steps of --task=mlm (Korean leaves the plateau after ~4,000)
     more_steps: int = 0           # mlm: continue the finished run N more steps (a fresh warm-up and decay)
     batch_size: int = 32          # sequences per micro-batch per process
     grad_accum: int = 1           # micro-batches per optimizer step

@@ -464,8 +464,10 @@ def experiment(b):
 def run_settings(p, method, *, lr, seed, device):
     """train.Settings of one run of `method`: the step cap with its schedule, dev evaluations, early
     stopping only after the method's min_steps (xpt's for its ablations), phase 1 dev-selected."""
-    # (steps=1000: train.py's default when the runs were made, unused by the arms but part of their identity)
+    # (steps=1000, num_layers=4: train.py's defaults when the runs were made, unused by the arms (their
+    # shape is the source's) but part of their identity)
     return train.Settings(max_len=p["max_len"], batch_size=p["batch_size"], lr=lr, seed=seed, steps=1000,
+                          num_layers=4,
                           mlm_probability=p["mlm_probability"], phase1_steps=p["phase1_steps"],
                           phase2_steps=p["max_steps"] - p["phase1_steps"], eval_every=p["eval_every"],
                           patience=p["patience"], min_steps=p["min_steps"].get(method, p["min_steps"]["xpt"]),

@@ -15,11 +15,13 @@ at train.py's old defaults, one factor at a time:
   masking       15% / 30% / 40%
   length        32 / 64 / 128 tokens per sequence
   peak lr       5e-4 / 1e-3 / 2e-3
+  then, at the centre of those (stage 2):
+  depth, steps  2 layers x 3,000 / 6,000 / 8,000 steps (the rest: 4 layers x 3,000)
   text          1 MB of English (../shared/data/en/web_bible.txt) and of Korean (NSMC unlabeled reviews),
                 a 4,000-token byte-level BPE each, 5% of the documents held out; 2 seeds;
 and records per run: the held-out loss every eval_every steps at [MASK] positions (15% at a time, the
 same scoring for every recipe), the unigram floor of the held-out text, the first step that is 0.1 below
-it ("leaves the plateau"), the loss after 1,000 and 3,000 steps, and the minutes.
+it ("leaves the plateau"), the loss after 1,000 steps and at the end, and the minutes.
 
 Every run is one JSON under --results_dir (bench/results/defaults_<preset>/), written as it finishes: a
 rerun trains only the missing ones. --workers runs that many at once, one thread each.
@@ -47,10 +49,12 @@ OLD = {"mlm_probability": 0.15, "max_len": 64, "lr": 5e-4}  # train.py's default
 FACTORS = {"mlm_probability": (0.15, 0.3, 0.4), "max_len": (32, 64, 128), "lr": (5e-4, 1e-3, 2e-3)}
 # Stage 2, at stage 1's centre: depth and steps. Korean leaves the plateau only after ~6,000 steps of the
 # 4-layer model, twice the time budget; a 2-layer step costs about half as much. The centre (4 layers x
-# 3,000 steps) is the same minutes as 2 x 6,000; 2 x 3,000 the same steps; 2 x 8,000 what more time buys.
+# 3,000 steps) takes about the minutes of 2 x 6,000; 2 x 3,000 is the same steps; 2 x 8,000 (the default)
+# is what 15 minutes on the slower machine holds (docs/results.md).
 DEPTH = {"2 layers x 3000": {"num_layers": 2}, "2 layers x 6000": {"num_layers": 2, "steps": 6000},
          "2 layers x 8000": {"num_layers": 2, "steps": 8000}}
-CHOSEN = "2 layers x 6000"  # train.py's defaults: {**CENTRE, **DEPTH[CHOSEN]} (tests/test_defaults.py)
+CHOSEN = "2 layers x 8000"  # train.py's defaults: {**CENTRE, **DEPTH[CHOSEN]} (tests/test_defaults.py)
+BASE = {"num_layers": 4}  # what a recipe does not set: stage 1's model (train.py's default when it ran)
 PRESETS = {
     "tiny": dict(texts={"ko": ("lines", "data/ko_train.txt")}, max_bytes=60_000, steps=12,
                  eval_every=4, vocab=400, seeds=(1,), batch_size=8, workers=1, factors={"lr": (1e-3, 2e-3)},
@@ -116,7 +120,7 @@ def run_one(task):
         return r
     torch.set_num_threads(1)
     s = train.Settings(task="mlm", eval_every=p["eval_every"], batch_size=p["batch_size"], vocab_size=p["vocab"],
-                       seed=seed, ckpt_every=250, device="cpu", **{"steps": p["steps"], **recipe})
+                       seed=seed, ckpt_every=250, device="cpu", **{**BASE, "steps": p["steps"], **recipe})
     text = corpus(p, lang, out)
     run_dir = Path(out) / "runs" / path.stem
     t0 = time.time()
@@ -154,8 +158,9 @@ def summary(rs):
 
 
 def _order(name):
-    """Table order: the centre, then each factor's values, then the old defaults."""
-    return (name == "old defaults", name != "centre", name)
+    """Table order: the centre, then each factor's values, the old defaults, and stage 2 by steps."""
+    stage2 = " layers x " in name
+    return (stage2, name == "old defaults", name != "centre", int(name.split(" x ")[1]) if stage2 else 0, name)
 
 
 def markdown(res):

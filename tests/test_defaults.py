@@ -45,11 +45,11 @@ def test_train_defaults_are_the_bench_choice():
     """`python train.py --task=mlm` runs the recipe the bench chose: its centre, for its step count, and
     the committed results hold that centre (so the README's reasons are measured, not guessed)."""
     s = train.Settings()
-    assert {k: getattr(s, k) for k in bd.CENTRE} == bd.CENTRE
-    assert s.steps == bd.PRESETS["cpu"]["steps"] and s.batch_size == bd.PRESETS["cpu"]["batch_size"]
+    chosen = {**bd.CENTRE, **bd.DEPTH[bd.CHOSEN]}
+    assert {k: getattr(s, k) for k in chosen} == chosen and s.batch_size == bd.PRESETS["cpu"]["batch_size"]
     committed = json.loads((bd.ROOT / "bench" / "results" / "defaults_cpu.json").read_text())
-    centre = [c for c in committed["cells"] if c["recipe_name"] == "centre"]
-    assert {c["lang"] for c in centre} == {"en", "ko"} and all(c["recipe"] == bd.CENTRE for c in centre)
+    cells = [c for c in committed["cells"] if c["recipe_name"] == bd.CHOSEN]
+    assert {c["lang"] for c in cells} == {"en", "ko"} and all(c["recipe"] == chosen for c in cells)
 
 
 def test_a_tiny_run_with_the_defaults_takes_seconds(tmp_path, capsys):

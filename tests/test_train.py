@@ -73,7 +73,7 @@ def test_parse_args_types_and_errors(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
     out = capsys.readouterr().out
-    for f in ("--steps=3000", "--lr=0.001", "--task=demo", "optimizer steps"):
+    for f in ("--steps=8000", "--lr=0.001", "--task=demo", "optimizer steps"):
         assert f in out
 
 
