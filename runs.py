@@ -240,8 +240,8 @@ def summary_lines(desc, r, floor, verdict, model_dir, logs, finished_before=Fals
 PLATEAU_ADVICE = {
     "mlm": ("  still at the unigram plateau: the loss token frequencies alone give. A small masked LM sits "
             "there\n  before it learns from context: with these defaults ~1,000 steps on 1 MB of English, "
-            "~4,000 on\n  1 MB of Korean reviews (docs/results.md); more steps (--more_steps=4000) or more "
-            "text move it on"),
+            "~4,000 on 1 MB of\n  Korean (docs/results.md). More steps (--more_steps=4000) move it on; "
+            "200 KB of Korean needs more text"),
     "xpt": ("  still at the unigram plateau: the loss token frequencies alone give. XPT usually leaves it "
             "in\n  phase 1 (the demo: 2.1 nat below the floor after 200 steps); more steps (--phase1_steps, "
             "--phase2_steps,\n  in a new --out_dir) or a source whose layers know more move it on"),
