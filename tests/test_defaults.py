@@ -42,8 +42,9 @@ def test_the_grid_moves_one_factor_at_a_time():
 
 
 def test_train_defaults_are_the_bench_choice():
-    """`python train.py --task=mlm` runs the recipe the bench chose: its centre, for its step count, and
-    the committed results hold that centre (so the README's reasons are measured, not guessed)."""
+    """`python train.py --task=mlm` runs the recipe the bench chose (stage 1's centre at stage 2's depth
+    and steps), and the committed results hold that row on both texts (so the README's reasons are
+    measured, not guessed)."""
     s = train.Settings()
     chosen = {**bd.CENTRE, **bd.DEPTH[bd.CHOSEN]}
     assert {k: getattr(s, k) for k in chosen} == chosen and s.batch_size == bd.PRESETS["cpu"]["batch_size"]
