@@ -76,7 +76,7 @@ class Settings:
     max_len: int = 32             # tokens per training sequence, specials included (bench/defaults.py)
     # --- model (fresh models only; a source checkpoint brings its own)
     hidden_size: int = 128        # width of every layer
-    num_layers: int = 2           # encoder layers (2: half the cost of 4 per step; bench/defaults.py)
+    num_layers: int = 2           # encoder layers (2: ~0.6 the cost of 4 per step; bench/defaults.py)
     num_heads: int = 4            # attention heads (hidden_size must divide by it)
     intermediate_size: int = 512  # feed-forward width (BERT uses 4 x hidden)
     embedding_size: int = 0       # ALBERT: word vectors this wide, projected to hidden_size (0 = hidden_size)

@@ -48,9 +48,9 @@ CENTRE = {"mlm_probability": 0.4, "max_len": 32, "lr": 1e-3}
 OLD = {"mlm_probability": 0.15, "max_len": 64, "lr": 5e-4}  # train.py's defaults before this bench
 FACTORS = {"mlm_probability": (0.15, 0.3, 0.4), "max_len": (32, 64, 128), "lr": (5e-4, 1e-3, 2e-3)}
 # Stage 2, at stage 1's centre: depth and steps. Korean leaves the plateau only after ~6,000 steps of the
-# 4-layer model, twice the time budget; a 2-layer step costs about half as much. The centre (4 layers x
-# 3,000 steps) takes about the minutes of 2 x 6,000; 2 x 3,000 is the same steps; 2 x 8,000 (the default)
-# is what 15 minutes on the slower machine holds (docs/results.md).
+# 4-layer model, twice the time budget; a 2-layer step costs ~0.6 as much. The centre (4 layers x 3,000
+# steps) takes ~80% of the minutes of 2 x 6,000; 2 x 3,000 is the same steps; 2 x 8,000 (the default) is
+# what 15 minutes on the slower machine holds (docs/results.md).
 DEPTH = {"2 layers x 3000": {"num_layers": 2}, "2 layers x 6000": {"num_layers": 2, "steps": 6000},
          "2 layers x 8000": {"num_layers": 2, "steps": 8000}}
 CHOSEN = "2 layers x 8000"  # train.py's defaults: {**CENTRE, **DEPTH[CHOSEN]} (tests/test_defaults.py)
