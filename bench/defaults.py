@@ -188,9 +188,10 @@ def plot(res, path):
             runs = [r for r in res["runs"] if r["lang"] == lang and r["recipe_name"] == c["recipe_name"]]
             steps = [p["step"] for p in runs[0]["curve"]]
             gap = [sum(r["curve"][i]["loss"] for r in runs) / len(runs) - c["floor"] for i in range(len(steps))]
-            style = dict(lw=2.5, color="k") if c["recipe_name"] == "centre" else \
-                dict(lw=2, color="grey", ls="--") if c["recipe_name"] == "old defaults" else dict(lw=1)
-            ax.plot(steps, gap, label=c["recipe_name"], **style)
+            name = c["recipe_name"]
+            style = dict(lw=3, color="k") if name == CHOSEN else dict(lw=2, color="tab:blue") if name == "centre" \
+                else dict(lw=2, color="grey", ls="--") if name == "old defaults" else dict(lw=1)
+            ax.plot(steps, gap, label=f"{name} (the defaults)" if name == CHOSEN else name, **style)
         ax.axhline(0, color="k", lw=0.8)
         ax.axhline(-0.1, color="k", lw=0.5, ls=":")
         ax.set(title=f"{lang}: 1 MB", xlabel="step", ylabel="held-out loss - unigram floor (nats)")
