@@ -79,12 +79,13 @@ PRESETS = {
                  ko_vocab=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32,
                  batch_size=8, steps=12, eval_every=4, mlm_probability=0.4, lr_grid=(1e-3, 2e-3), seeds=(1, 2),
                  labelled=100, ft_dev=50, test=0, ft_labels=(40, 100), ft_lr_grid=(1e-3,), ft_steps=6,
-                 ft_batch=16, timing_steps=2, workers=1),
-    "cpu": dict(arms=("mlm", "electra"), budget=200_000, dev_lines=400, test_lines=1000, tokenizer_bytes=200_000,
+                 ft_batch=16, timing_steps=2, workers=1, equal="compute"),
+    "cpu": dict(arms=("mlm", "whole-word", "spanbert", "plm", "t5-span1", "t5-span3", "t5-span10", "electra"),
+                budget=200_000, dev_lines=400, test_lines=1000, tokenizer_bytes=200_000,
                 ko_vocab=2000, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_len=32,
                 batch_size=64, steps=3000, eval_every=250, mlm_probability=0.4, lr_grid=(1e-3, 2e-3),
                 seeds=(1, 2, 3), labelled=1000, ft_dev=1000, test=2000, ft_labels=(250, 1000),
-                ft_lr_grid=(3e-4, 1e-3), ft_steps=250, ft_batch=32, timing_steps=20, workers=2),
+                ft_lr_grid=(3e-4, 1e-3), ft_steps=250, ft_batch=32, timing_steps=20, workers=2, equal="steps"),
 }
 FT_MAX_LEN = 32  # fine-tuning rows are cut to the pretraining length (NSMC reviews: ~25 tokens)
 _WORKER = {}  # per process: the shared data, built once
@@ -97,6 +98,7 @@ class BenchSettings:
     results_dir: str = ""         # one JSON per run; "" = bench/results/objectives_<preset>/ (tiny: under out_dir)
     nsmc: str = str(ROOT.parent / "shared" / "data" / "nsmc")  # NSMC folder (train.tsv, test.tsv, unlabeled.txt)
     arms: str = ""                # comma-separated arms of ARMS to compare; "" = the preset's
+    equal: str = ""               # steps (every arm `steps`) | compute (the costliest arm's time); "" = the preset's
     workers: int = 0              # runs at once, one thread each; 0 = the preset's
     collect: bool = False         # summarise what has finished (no training)
     report: str = ""              # print the tables of a summary JSON and stop
@@ -106,8 +108,12 @@ class BenchSettings:
 # What the runs share: corpora, tokenizer, packed data, labelled rows
 # ----------------------------------------------------------------------------------------------------
 def preset(b):
-    """The preset's settings, its arms replaced by --arms when given."""
+    """The preset's settings, its arms replaced by --arms and its rule of equality by --equal when given."""
     p = dict(PRESETS[b.preset])
+    if b.equal:
+        if b.equal not in ("steps", "compute"):
+            raise ValueError(f"--equal={b.equal}: steps or compute")
+        p["equal"] = b.equal
     if b.arms:
         p["arms"] = tuple(a.strip() for a in b.arms.split(",") if a.strip())
         unknown = [a for a in p["arms"] if a not in ARMS]
@@ -118,7 +124,7 @@ def preset(b):
 
 def shared(b):
     """{p, out, results, tok, train, dev, test, ft}: built once per process (the corpora once per out_dir)."""
-    if _WORKER.get("key") == (b.preset, b.out_dir, b.results_dir, b.arms):
+    if _WORKER.get("key") == (b.preset, b.out_dir, b.results_dir, b.arms, b.equal):
         return _WORKER["shared"]
     p = preset(b)
     out = Path(b.out_dir) / b.preset
@@ -139,7 +145,7 @@ def shared(b):
           **{k: finetune.encode_rows(rows[r], tok, FT_MAX_LEN, labels) for k, r in splits}}
     sh = dict(p=p, out=out, results=results, tok=tok, paths=paths, train=train_data, dev=dev, test=test, ft=ft,
               data=train.data_sha(train_data, dev), test_sha=train.data_sha(test))
-    _WORKER.update(key=(b.preset, b.out_dir, b.results_dir, b.arms), shared=sh)
+    _WORKER.update(key=(b.preset, b.out_dir, b.results_dir, b.arms, b.equal), shared=sh)
     return sh
 
 
@@ -197,7 +203,10 @@ def step_seconds(sh, arms):
 
 
 def equal_compute_steps(p, per_step):
-    """{arm: steps}: the costliest arm gets p["steps"], each other arm as many as fit in that time."""
+    """{arm: steps}: the costliest arm gets p["steps"], each other arm as many as fit in that time
+    (with p["equal"] == "steps": every arm p["steps"], its time reported beside)."""
+    if p.get("equal") == "steps":
+        return {a: p["steps"] for a in per_step}
     budget = p["steps"] * max(per_step.values())
     return {a: round(budget / t) for a, t in per_step.items()}
 
@@ -332,16 +341,17 @@ def chosen_lr(p, done, arm):
 
 def plan(p, done, steps_for):
     """The tasks ("lm" | "ft", arm, seed, lr, steps) in order, as far as the finished ones `done`
-    make them known."""
+    make them known: a run's fine-tuning once the run is done (first, so that no model waits long on
+    disk), the grid at the first seed, the random encoders, each arm's other seeds once its lr is chosen."""
     first = p["seeds"][0]
-    tasks = [("lm", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
-    tasks += [("ft", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
-    tasks += [("ft", "random", k, 0.0, 0) for k in p["seeds"]]
+    lm = [("lm", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
+    lm += [("ft", "random", k, 0.0, 0) for k in p["seeds"]]
     for a in p["arms"]:
         lr = chosen_lr(p, done, a)
         if lr is not None:
-            tasks += [(kind, a, k, lr, steps_for[a]) for kind in ("lm", "ft") for k in p["seeds"]]
-    return list(dict.fromkeys(tasks))  # (the equal-compute run of the first seed may be a grid run)
+            lm += [("lm", a, k, lr, steps_for[a]) for k in p["seeds"]]
+    ft = [("ft", *t[1:]) for t in lm if t[0] == "lm" and t in done]  # (never beside its own run)
+    return list(dict.fromkeys(ft + lm))  # (the first seed's run at the chosen lr may be a grid run)
 
 
 def full_plan_size(p, steps_for):
@@ -396,7 +406,8 @@ def summarize(sh, p, done, per_step, steps_for):
     rows = sh["ft"]["rows"]
     floors = de.label_floors(rows, p["ft_labels"])
     lrs = {a: chosen_lr(p, done, a) for a in p["arms"]}
-    groups = {f"{a}, equal compute": [(a, k, lrs[a], steps_for[a]) for k in p["seeds"]] for a in p["arms"]}
+    rule = f"equal {p['equal']}"
+    groups = {f"{a}, {rule}": [(a, k, lrs[a], steps_for[a]) for k in p["seeds"]] for a in p["arms"]}
     groups.update({f"{a}, equal steps": [(a, p["seeds"][0], lrs[a], p["steps"])] for a in p["arms"]
                    if steps_for[a] != p["steps"]})
     groups["random encoder"] = [("random", k, 0.0, 0) for k in p["seeds"]]
@@ -407,7 +418,8 @@ def summarize(sh, p, done, per_step, steps_for):
         table[name] = {"runs": [r for r in lm if r], "finetune": [r for r in ft if r], "planned": len(members)}
     grid = {a: {f"{lr:g}": (done.get(("ft", a, p["seeds"][0], lr, p["steps"])) or {}).get("labels")
                 for lr in p["lr_grid"]} for a in p["arms"]}
-    return {"preset": sh["out"].name, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
+    return {"preset": sh["out"].name, "rule": rule,
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
             "seconds_per_step": per_step, "steps": steps_for, "lr": lrs, "lr_grid_dev": grid,
             "ft_floors": floors, "groups": table,
             "tokens_per_step": p["batch_size"] * p["max_len"], "labelled_test_rows": len(rows["ft_test"])}
@@ -428,8 +440,8 @@ def markdown(res):
              "Losses on the test split at [MASK] positions (15%; XLNet and T5: their own targets) beside the "
              "unigram floor of what is predicted; lr chosen on dev: "
              + ", ".join(f"{a} {lr:g}" if lr else f"{a} -" for a, lr in res["lr"].items()) + ".", "",
-             "| encoder | steps | runs | loss (ELECTRA: generator) | floor | below floor | replaced found "
-             "| originals right | precision | AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| encoder | steps | minutes (one thread) | runs | loss (ELECTRA: generator) | floor | below floor "
+             "| converged | replaced found | originals right | precision | AUC |", "|---" * 12 + "|"]
     m = de._mean_std
     for name, c in g.items():
         rs = c["runs"]
@@ -440,8 +452,10 @@ def markdown(res):
         disc = ["-"] * 4 if "disc_auc" not in rs[0]["test"] else [
             de._ms(*m([r["test"][k] for r in rs]), "{:.1%}" if k != "disc_auc" else "{:.3f}")
             for k in ("disc_acc_replaced", "disc_acc_original", "disc_precision", "disc_auc")]
-        lines.append(f"| {name} | {rs[0]['steps']:,} | {len(rs)}/{c['planned']} | {de._ms(*loss)} | {floor:.3f} | "
-                     f"{de._ms(*below)} | " + " | ".join(disc) + " |")
+        minutes = rs[0]["steps"] * res["seconds_per_step"][rs[0]["arm"]] / 60  # (measured alone, not in a run)
+        lines.append(f"| {name} | {rs[0]['steps']:,} | {minutes:.1f} | {len(rs)}/{c['planned']} | {de._ms(*loss)} | "
+                     f"{floor:.3f} | {de._ms(*below)} | {sum(r['converged'] for r in rs)}/{len(rs)} | "
+                     + " | ".join(disc) + " |")
     labels = [str(n) for n in p["ft_labels"]]
     lines += ["", f"NSMC sentiment, test accuracy on {res['labelled_test_rows']:,} reviews after fine-tuning "
               f"on {' or '.join(f'{int(n):,}' for n in labels)} labelled ones (mean ± std over seeds; per seed):", "",
@@ -455,9 +469,9 @@ def markdown(res):
             lines.append(f"| {name} | " + " | ".join(
                 f"{de._ms(*m(_acc(c, n)), '{:.1%}')} ({', '.join(f'{x:.1%}' for x in _acc(c, n))})"
                 for n in labels) + " |")
-    base = g.get("mlm, equal compute")
+    base = g.get(f"mlm, {res['rule']}")
     for arm in (a for a in p["arms"] if a != "mlm"):
-        c = g.get(f"{arm}, equal compute")
+        c = g.get(f"{arm}, {res['rule']}")
         if not (base and c and c["finetune"] and len(c["finetune"]) == len(base["finetune"])):
             continue
         lines.append("")
@@ -465,7 +479,7 @@ def markdown(res):
             mean, std = m([x - y for x, y in zip(_acc(c, n), _acc(base, n))])
             verdict = ("no difference (inside twice the spread of the paired differences)"
                        if std is None or abs(mean) <= 2 * std else f"{arm} ahead" if mean > 0 else "mlm ahead")
-            lines.append(f"- {n} labels, {arm} - mlm at equal compute, paired by seed: "
+            lines.append(f"- {n} labels, {arm} - mlm at {res['rule']}, paired by seed: "
                          f"{de._ms(mean, std, '{:+.1%}')}: {verdict}.")
     return de.wrapped(lines)
 
@@ -479,7 +493,7 @@ def plot(res, path):
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2))
     for name, c in res["groups"].items():
         rs = c["runs"]
-        if not rs or "equal compute" not in name:
+        if not rs or res["rule"] not in name:
             continue
         n = min(len(r["curve"]) for r in rs)
         steps = [r["step"] for r in rs[0]["curve"][:n]]
@@ -494,7 +508,8 @@ def plot(res, path):
     bx.set(xlabel="step", ylim=(0, 1.02), title="ELECTRA's discriminator on dev")
     for x in (ax, bx):
         x.grid(alpha=0.3)
-        x.legend(fontsize=8)
+        if x.get_legend_handles_labels()[0]:  # (no discriminator among the arms: an empty panel)
+            x.legend(fontsize=8)
     return de.save_figure(plt, fig, path)
 
 
@@ -508,7 +523,7 @@ def run(b):
     if b.collect:
         done = collect(sh, p, steps_for)
     else:
-        print(f"seconds per step: {per_step}; equal compute: {steps_for} steps", flush=True)
+        print(f"seconds per step: {per_step}; {p['equal']} equal: {steps_for} steps", flush=True)
         done = run_plan(b, p, steps_for, b.workers or p["workers"])
     res = json.loads(json.dumps(summarize(sh, p, done, per_step, steps_for)))  # (as a reader gets it)
     path = (sh["out"] / "summary.json" if b.preset == "tiny"
