@@ -79,3 +79,26 @@ def test_the_lr_is_chosen_on_dev_at_the_most_labels():
             ("ft", "mlm", 1, 2e-3, 12): {**cell(0.5, 0.7, 0.5), "lr": 2e-3}}
     assert ob.chosen_lr(p, done, "mlm") == 2e-3
     assert ob.chosen_lr(p, {k: v for k, v in done.items() if k[3] == 1e-3}, "mlm") is None
+
+
+def test_equal_steps_rule(tmp_path, capsys):
+    """--equal=steps (the lecture's comparison): every arm the same steps, its time beside, groups and
+    verdicts named by the rule."""
+    res = ob.main(["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm,plm", "--equal=steps"])
+    p = ob.PRESETS["tiny"]
+    assert res["rule"] == "equal steps" and res["steps"] == {"mlm": p["steps"], "plm": p["steps"]}
+    assert set(res["groups"]) == {"mlm, equal steps", "plm, equal steps", "random encoder"}
+    assert all(r["steps"] == p["steps"] for g in res["groups"].values() for r in g["runs"])
+    out = capsys.readouterr().out
+    assert "plm - mlm at equal steps" in out and "equal compute" not in out and "| minutes (one thread) |" in out
+    assert ob.cli(["--preset=tiny", f"--out_dir={tmp_path}", "--equal=time"]) == 2
+
+
+def test_a_run_is_fine_tuned_only_once_it_is_done():
+    """plan: a fine-tuning task appears only after its pretraining run is done (a worker free beside the
+    run would otherwise train it a second time into the same folder), and then before any other run."""
+    p = {"arms": ("mlm", "plm"), "seeds": (1, 2), "lr_grid": (1e-3, 2e-3), "ft_labels": (40,), "steps": 12}
+    first = ob.plan(p, {}, {"mlm": 12, "plm": 12})
+    assert [t for t in first if t[0] == "ft" and t[1] != "random"] == []
+    done = {("lm", "plm", 1, 2e-3, 12): {}}
+    assert ob.plan(p, done, {"mlm": 12, "plm": 12})[0] == ("ft", "plm", 1, 2e-3, 12)
