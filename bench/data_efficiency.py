@@ -665,13 +665,18 @@ def ft_floors(e):
 def label_floors(rows, ft_labels):
     """{n: floors} for the first n labelled rows, n in ft_labels: always the majority class, and a
     bag-of-words logistic regression (its L2 chosen on the ft_dev rows); both tested on the ft_test rows.
-    (Shared with bench/objectives.py.)"""
-    out = {}
-    for n in ft_labels:
-        train_rows = rows["labelled"][:n]
-        bow, l2 = bow_logreg(train_rows, rows["ft_dev"], rows["ft_test"])
-        out[str(n)] = {"majority": majority_class([y for _, y in train_rows], [y for _, y in rows["ft_test"]]),
-                       "bow_logreg": bow, "bow_l2": l2}
+    (Shared with bench/objectives.py.) One thread, as the runs: at two, beside busy workers, the tiny
+    full-batch steps spent up to a minute waiting on each other (0.6 s at one)."""
+    out, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for n in ft_labels:
+            train_rows = rows["labelled"][:n]
+            bow, l2 = bow_logreg(train_rows, rows["ft_dev"], rows["ft_test"])
+            out[str(n)] = {"majority": majority_class([y for _, y in train_rows], [y for _, y in rows["ft_test"]]),
+                           "bow_logreg": bow, "bow_l2": l2}
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

@@ -39,9 +39,9 @@ def test_tiny_preset_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| electra, equal compute |" in out and "| mlm, equal compute |" in out
     assert "electra - mlm at equal compute" in out
-    t0 = time.time()
+    t0 = time.process_time()  # (CPU seconds: a cached rerun does next to no work, however busy the machine)
     again = ob.main(["--preset=tiny", f"--out_dir={tmp_path}"])  # everything cached
-    assert again == res and time.time() - t0 < 20
+    assert again == res and time.process_time() - t0 < 20
     assert ob.main(["--preset=tiny", f"--out_dir={tmp_path}", "--collect=true"]) == res
     assert ob.cli(["--preset=nope", f"--out_dir={tmp_path}"]) == 2
     assert ob.cli(["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm,bert"]) == 2
