@@ -1,11 +1,12 @@
 """
-Which pretraining objective makes the better encoder for the same compute? ELECTRA against a masked LM,
-and the lecture's other objectives (ARMS: whole-word, SpanBERT, XLNet, T5's spans) through --arms.
+Which pretraining objective makes the better encoder? The lecture's objectives side by side (ARMS: the
+masked LM, whole-word, SpanBERT, ELECTRA, XLNet's permutation LM, T5's spans of mean 1, 3 and 10) at the
+same steps, their time beside; or ELECTRA against a masked LM at the same compute (--equal=compute).
 
     python bench/objectives.py --preset=tiny      # toy data from the repository, seconds (the test)
-    python bench/objectives.py --preset=cpu       # Korean NSMC on 2 cores, resumable (not run yet: below)
+    python bench/objectives.py --preset=cpu       # all eight arms on Korean NSMC, 2 cores, resumable (hours)
     python bench/objectives.py --preset=cpu --collect=true   # the summary of the runs finished so far
-    python bench/objectives.py --preset=cpu --arms=mlm,plm,t5-span3   # other arms of ARMS
+    python bench/objectives.py --preset=cpu --arms=mlm,electra --equal=compute   # ELECTRA's own question
     python bench/objectives.py --report=bench/results/objectives_cpu.json   # the results doc's tables
 
 Clark et al., "ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators", ICLR 2020
@@ -23,10 +24,11 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
             15% this size stays on the plateau), ELECTRA's generator 1/4 as wide, its loss weight 50;
   lr        each arm's peak lr from lr_grid, chosen at the first seed by fine-tuned dev accuracy (the
             quantity compared), then the other seeds at it;
-  compute   ELECTRA's step costs more than the masked LM's (the generator, the discriminator's head on
-            every token). The seconds per step of each arm are measured once, in this process before any
-            run starts, the arms alternating on one thread; each arm then gets as many steps as fit in the
-            time the costliest arm takes for `steps` (equal compute, every seed). The first seed's grid
+  compute   the seconds per step of each arm are measured once, in this process before any run starts,
+            the arms alternating on one thread (a T5 step, encoder and decoder, costs up to 2.4x a masked
+            LM's; ELECTRA's, with its generator and a head on every token, 1.3x). --equal=steps (the cpu
+            preset): every arm `steps`, its minutes beside. --equal=compute (tiny): each arm gets as many
+            steps as fit in the time the costliest arm takes for `steps`, every seed; the first seed's grid
             runs, all at `steps`, are the equal-steps row;
   scored    the masked LM's and the generator's loss on the test split at [MASK] positions (15%, each
             position once), next to the unigram floor; the discriminator's recall of replaced tokens, its
@@ -41,8 +43,9 @@ what is missing, from another checkout too); the summary JSON, tables and a plot
 
 Status (2026-12-04): probes of the cpu preset's recipe found that ELECTRA's discriminator does not learn
 within it (held-out AUC 0.52-0.58 after up to 6,000 steps, whatever the generator's width or the masking;
-a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. The preset is the
-protocol to grow from, not a result; --preset=tiny runs every step of it in the tests.
+a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. Its arm runs last and is
+reported as what it is. The cpu preset's runs land in bench/results/objectives_cpu/ as they finish;
+--preset=tiny runs every step of the protocol in the tests.
 """
 import contextlib
 import functools
