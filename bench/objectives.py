@@ -421,11 +421,22 @@ def summarize(sh, p, done, per_step, steps_for):
         table[name] = {"runs": [r for r in lm if r], "finetune": [r for r in ft if r], "planned": len(members)}
     grid = {a: {f"{lr:g}": (done.get(("ft", a, p["seeds"][0], lr, p["steps"])) or {}).get("labels")
                 for lr in p["lr_grid"]} for a in p["arms"]}
+    grid_runs = {a: {f"{lr:g}": _brief(done.get(("lm", a, p["seeds"][0], lr, p["steps"])))
+                     for lr in p["lr_grid"]} for a in p["arms"]}
     return {"preset": sh["out"].name, "rule": rule,
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
             "seconds_per_step": per_step, "steps": steps_for, "lr": lrs, "lr_grid_dev": grid,
+            "lr_grid_runs": grid_runs,
             "ft_floors": floors, "groups": table,
             "tokens_per_step": p["batch_size"] * p["max_len"], "labelled_test_rows": len(rows["ft_test"])}
+
+
+def _brief(run):
+    """A grid run in a few numbers (None while it has not finished)."""
+    if run is None:
+        return None
+    return {"below_floor": round(run["test_floor"] - run["test"]["loss"], 4), "converged": run["converged"],
+            "learned_context": run["learned_context"]}
 
 
 def _acc(group, n):
@@ -463,10 +474,23 @@ def markdown(res):
     if disc:
         lines += ["", "ELECTRA's discriminator on the test split (a coin's AUC: 0.5):", "",
                   "| encoder | replaced found | originals right | precision | AUC |", "|---" * 5 + "|", *disc]
+    most = str(max(p["ft_labels"]))
+    lines += ["", f"The lr grid at seed {p['seeds'][0]} ({p['steps']:,} steps): the test loss below its floor "
+              "(negative: above it), whether the run converged (its dev loss gained less than "
+              f"{de.CONVERGED_GAIN} nat in its last quarter), and the fine-tuned dev accuracy at {int(most):,} "
+              "labels that chooses the rate:", "",
+              f"| arm | lr | below floor | converged | dev accuracy, {int(most):,} labels |", "|---" * 5 + "|"]
+    for a in p["arms"]:
+        for lr, r in res["lr_grid_runs"][a].items():
+            ft = res["lr_grid_dev"][a][lr]
+            chosen = " (chosen)" if res["lr"][a] is not None and f"{res['lr'][a]:g}" == lr else ""
+            run = f"{r['below_floor']:+.3f} | {'yes' if r['converged'] else 'no'}" if r else "- | -"
+            dev = f"{ft[most]['dev_acc']:.1%}" if ft else "-"
+            lines.append(f"| {a} | {lr}{chosen} | {run} | {dev} |")
     labels = [str(n) for n in p["ft_labels"]]
     lines += ["", f"NSMC sentiment, test accuracy on {res['labelled_test_rows']:,} reviews after fine-tuning "
               f"on {' or '.join(f'{int(n):,}' for n in labels)} labelled ones (mean ± std over seeds; per seed):", "",
-              "| encoder | " + " | ".join(f"{n} labels" for n in labels) + " |", "|---|" + "---|" * len(labels)]
+              "| encoder | " + " | ".join(f"{int(n):,} labels" for n in labels) + " |", "|---|" + "---|" * len(labels)]
     fl = res["ft_floors"]
     lines.append("| majority class | " + " | ".join(f"{fl[n]['majority']:.1%}" for n in labels) + " |")
     lines.append("| bag-of-words logistic regression | "
@@ -484,8 +508,9 @@ def markdown(res):
         lines.append("")
         for n in labels:
             mean, std = m([x - y for x, y in zip(_acc(c, n), _acc(base, n))])
-            verdict = ("no difference (inside twice the spread of the paired differences)"
-                       if std is None or abs(mean) <= 2 * std else f"{arm} ahead" if mean > 0 else "mlm ahead")
+            verdict = ("one seed so far: no spread to judge it by" if std is None else
+                       "no difference (inside twice the spread of the paired differences)" if abs(mean) <= 2 * std
+                       else f"{arm} ahead" if mean > 0 else "mlm ahead")
             lines.append(f"- {n} labels, {arm} - mlm at {res['rule']}, paired by seed: "
                          f"{de._ms(mean, std, '{:+.1%}')}: {verdict}.")
     return de.wrapped(lines)

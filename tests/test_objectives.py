@@ -91,6 +91,10 @@ def test_equal_steps_rule(tmp_path, capsys):
     assert all(r["steps"] == p["steps"] for g in res["groups"].values() for r in g["runs"])
     out = capsys.readouterr().out
     assert "plm - mlm at equal steps" in out and "equal compute" not in out and "| minutes (one thread) |" in out
+    for a in ("mlm", "plm"):  # the grid at the first seed: every cell, the chosen rate marked
+        assert sum(f"| {a} | {lr:g}" in out for lr in p["lr_grid"]) == 2
+        assert f"| {a} | {res['lr'][a]:g} (chosen) |" in out
+        assert set(res["lr_grid_runs"][a]) == {f"{lr:g}" for lr in p["lr_grid"]}
     assert ob.cli(["--preset=tiny", f"--out_dir={tmp_path}", "--equal=time"]) == 2
 
 
