@@ -17,16 +17,19 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
 
   data      Korean NSMC reviews with the data-efficiency bench's cut (bench/data_efficiency.korean_files:
             the same shuffle, dev and test splits, tokenizer slice and 2,000-token BPE), one training
-            budget of 200 KB: a from-scratch model of this size leaves the unigram plateau there after
-            ~1,500 steps, while at 800 KB it has barely started by 3,000 (../shared/CALIBRATION.md item 6);
-  arms      from scratch, one shape (4 layers x 128), 40% of the tokens masked (BERT's 80/10/10) at the
-            masked LM's input and at ELECTRA's generator's (the paper masks 15%, every one as [MASK]: at
-            15% this size stays on the plateau), ELECTRA's generator 1/4 as wide, its loss weight 50;
+            budget: 1 MB (cpu), on which a masked LM with train.py's defaults leaves the unigram plateau
+            (bench/defaults.py). cpu-200kb, the first protocol, trained on 200 KB (4 layers, batch 64,
+            3,000 steps), where the masked LM leaves the plateau after ~1,500 steps but whole-word and
+            span masking memorised the 1,850 training rows (~100 epochs) and never did;
+  arms      from scratch, one shape (cpu: train.py's 2 layers x 128), 40% of the tokens masked (BERT's
+            80/10/10) at the masked LM's input and at ELECTRA's generator's, and T5's noise density 40%
+            (the papers use 15%: at 15% this size stays on the plateau), ELECTRA's generator 1/4 as wide,
+            its loss weight 50;
   lr        each arm's peak lr from lr_grid, chosen at the first seed by fine-tuned dev accuracy (the
             quantity compared), then the other seeds at it;
   compute   the seconds per step of each arm are measured once, in this process before any run starts,
-            the arms alternating on one thread (a T5 step, encoder and decoder, costs up to 2.4x a masked
-            LM's; ELECTRA's, with its generator and a head on every token, 1.3x). --equal=steps (the cpu
+            the arms alternating on one thread (cpu: a T5 step, encoder and decoder, costs up to 2.4x a
+            masked LM's; ELECTRA's, with its generator and a head on every token, 1.5x). --equal=steps (the cpu
             preset): every arm `steps`, its minutes beside. --equal=compute (tiny): each arm gets as many
             steps as fit in the time the costliest arm takes for `steps`, every seed; the first seed's grid
             runs, all at `steps`, are the equal-steps row;
