@@ -459,7 +459,7 @@ def _acc(group, n):
 def markdown(res):
     p, g = res["settings"], res["groups"]
     ratio = {a: res["seconds_per_step"][a] / min(res["seconds_per_step"].values()) for a in p["arms"]}
-    lines = [f"Pretrained from scratch on {p['budget'] // 1000} KB of Korean reviews "
+    lines = [f"Pretrained from scratch on {p['budget'] // 1000:,} KB of Korean reviews "
              f"({res['tokens_per_step']:,} token slots a step), "
              f"{p['hidden_size']}-wide x {p['num_layers']} layers, seeds {p['seeds']}, mean ± std; "
              "seconds per step measured in the same run: " + ", ".join(
@@ -549,7 +549,8 @@ def plot(res, path):
             bx.plot(steps, mean("disc_auc"), label="AUC", lw=2)
             bx.plot(steps, mean("disc_acc_original"), label="originals right", lw=1)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(xlabel="step", ylabel="dev loss - unigram floor (nats)", title="masked LM / ELECTRA's generator")
+    ax.set(xlabel="step", ylabel="dev loss - unigram floor (nats)",
+           title="each objective on its own dev targets (ELECTRA: its generator)")
     bx.set(xlabel="step", ylim=(0, 1.02), title="ELECTRA's discriminator on dev")
     for x in (ax, bx):
         x.grid(alpha=0.3)
