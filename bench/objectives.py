@@ -360,14 +360,14 @@ def plan(p, done, steps_for):
     make them known: a run's fine-tuning once the run is done (first, so that no model waits long on
     disk), the grid at the first seed, the random encoders, each arm's other seeds once its lr is chosen."""
     first = p["seeds"][0]
-    lm = [("lm", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
-    lm += [("ft", "random", k, 0.0, 0) for k in p["seeds"]]
+    queue = [("lm", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
+    queue += [("ft", "random", k, 0.0, 0) for k in p["seeds"]]
     for a in p["arms"]:
         lr = chosen_lr(p, done, a)
         if lr is not None:
-            lm += [("lm", a, k, lr, steps_for[a]) for k in p["seeds"]]
-    ft = [("ft", *t[1:]) for t in lm if t[0] == "lm" and t in done]  # (never beside its own run)
-    return list(dict.fromkeys(ft + lm))  # (the first seed's run at the chosen lr may be a grid run)
+            queue += [("lm", a, k, lr, steps_for[a]) for k in p["seeds"]]
+    ft = [("ft", *t[1:]) for t in queue if t[0] == "lm" and t in done]  # (never beside its own run)
+    return list(dict.fromkeys(ft + queue))  # (the first seed's run at the chosen lr may be a grid run)
 
 
 def full_plan_size(p, steps_for):
