@@ -406,7 +406,15 @@ def new_model(s, tok):
 def make_batch(batch, tok_info, s, generator):
     """The loop's hook: a packed batch -> span corruption of each row's text (its special tokens left
     out: the end token closes the inputs and the targets), noise density s.mlm_probability, mean span
-    s.mean_span; inputs padded with the pad id, targets with -100."""
+    s.mean_span; inputs padded with the pad id, targets with -100.
+
+    subtle: the targets carry T5's format as well as the text: a sentinel before each span, whose id is
+    fixed by the span's place (<extra_id_0>, then <extra_id_1>, ...), and the end token. A model that has
+    learned only that layout predicts them for free (at mean span 1 they are half the targets), so a loss
+    and a floor over all targets put a model that uses no context far below its floor. Training predicts
+    them all (generation needs them); train.evaluate scores only the span tokens (train.ordinary_targets),
+    against their unigram loss, where a model without context sits at or above the floor (it must also
+    spend probability on where each span ends)."""
     special = torch.as_tensor(tok_info["special_ids"], dtype=torch.long)
     pad, eos, vocab = tok_info["pad_id"], tok_info["eos_id"], tok_info["vocab_size"] + N_SENTINELS
     pairs = []

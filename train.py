@@ -156,8 +156,7 @@ def pack_full_sentences(ids, offsets, max_len, bos_id, eos_id, pad_id):
         out[i, 1:1 + len(piece)] = piece
         out[i, 1 + len(piece)] = eos_id
         mask[i, :2 + len(piece)] = 1
-    t = torch.from_numpy
-    return {"input_ids": t(out), "attention_mask": t(mask)}
+    return {"input_ids": torch.from_numpy(out), "attention_mask": torch.from_numpy(mask)}
 
 
 def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed, order=False):
@@ -200,12 +199,8 @@ def pack_sentence_pairs(ids, offsets, max_len, cls_id, sep_id, pad_id, seed, ord
             tokens = np.concatenate([[cls_id], a, [sep_id], b, [sep_id]])[:max_len]
             seg = np.concatenate([np.zeros(len(a) + 2, dtype=np.int64),
                                   np.ones(len(b) + 1, dtype=np.int64)])[:max_len]
-            row = np.full(max_len, pad_id, dtype=np.int64)
-            row[:len(tokens)] = tokens
-            srow = np.zeros(max_len, dtype=np.int64)
-            srow[:len(seg)] = seg
-            m = np.zeros(max_len, dtype=np.int64)
-            m[:len(tokens)] = 1
+            row, srow, m = (np.full(max_len, v, dtype=np.int64) for v in (pad_id, 0, 0))
+            row[:len(tokens)], srow[:len(seg)], m[:len(tokens)] = tokens, seg, 1
             rows.append(row), segs.append(srow), masks.append(m), labels.append(label)
     if not rows:
         raise ValueError("corpus too small: no document has 2 or more tokens for a sentence pair")
@@ -236,12 +231,8 @@ def build_datasets(s, tok, train_path, valid_path=None, cache_dir=None):
 def batch_indices(n, step, global_batch, seed):
     """Row indices of the global batch of `step`: walk through a fixed random permutation of the n rows,
     a new permutation each epoch. A pure function of the step: this *is* the data position."""
-    first = step * global_batch
-    idx = []
-    for i in range(first, first + global_batch):
-        epoch, pos = divmod(i, n)
-        idx.append(_permutation(n, seed, epoch)[pos])
-    return torch.stack(idx)
+    places = (divmod(i, n) for i in range(step * global_batch, (step + 1) * global_batch))  # (epoch, pos)
+    return torch.stack([_permutation(n, seed, epoch)[pos] for epoch, pos in places])
 
 
 @functools.lru_cache(maxsize=1)  # (the epoch's permutation, drawn once)
@@ -562,9 +553,7 @@ def eval_mask_groups(input_ids, *, vocab_size, special_ids, mlm_probability=0.15
     predicts every held-out token exactly once, about 1/k of the tokens per pass. Returns
     (groups (B, T) with -1 at special positions, k). With word_starts, a word's pieces share a group."""
     k = max(1, round(1 / mlm_probability))
-    special = torch.zeros(vocab_size, dtype=torch.bool)
-    special[torch.as_tensor(list(special_ids), dtype=torch.long)] = True
-    candidate = ~special[input_ids]
+    candidate = _maskable(input_ids, vocab_size, special_ids, mlm_probability)[1]
     g = torch.Generator().manual_seed(20210305)
     groups = torch.randint(k, input_ids.shape, generator=g)
     if word_starts is not None:  # every piece takes its word's group, as in mask_tokens
@@ -585,7 +574,8 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     (`unigram_loss`) is what ignoring the context is worth (a reference level, not a strict bound: a
     context-free model can land a little below smoothed counts), and every model is scored on exactly
     the same task (train_loop keeps mlm_probability at 0.15 here whatever the training's masking rate).
-    make: XLNet and T5 (`make_inputs`) are scored on their own task instead, its draws from a fixed seed."""
+    make: XLNet and T5 (`make_inputs`) are scored on their own task instead, its draws from a fixed seed,
+    at their targets that are ordinary tokens (`ordinary_targets`: T5's span tokens, not its format)."""
     was_training = model.training
     model.eval()
     groups, k = eval_mask_groups(data["input_ids"], vocab_size=vocab_size, special_ids=special_ids,
@@ -617,9 +607,10 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
                     out = model(**mb)
                 logits = out.logits.float()
                 target = mb["labels"]
-                if logits.dim() == 3:  # full logits: keep the labelled positions
-                    logits = logits[target != -100]
-                target = target[target != -100]
+                keep = ordinary_targets(target, vocab_size, special_ids) if make else target != -100
+                if logits.dim() == 3:  # full logits: keep the scored positions
+                    logits = logits[keep]
+                target = target[keep]
                 total_loss += F.cross_entropy(logits, target, reduction="sum").item()
                 total_right += (logits.argmax(-1) == target).sum().item()
                 total_n += target.numel()
@@ -642,14 +633,22 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     return r
 
 
-def task_floor(make, train_data, valid_data, vocab_size, batch_size=64):
-    """XLNet's and T5's floor: the unigram loss of their own targets (what `evaluate` scores for them,
-    drawn the same way), counts from the training rows' targets (T5's sentinels and end tokens too)."""
+def ordinary_targets(labels, vocab_size, special_ids):
+    """True where a label is scored: an ordinary token of the tokenizer (not -100, not special, not one
+    of T5's sentinels above its vocab_size ids). T5's format is not scored: t5.make_batch says why."""
+    inside = (labels >= 0) & (labels < vocab_size)
+    return inside & _maskable(labels.clamp(0, vocab_size - 1), vocab_size, special_ids, 0.0)[1]
+
+
+def task_floor(make, train_data, valid_data, vocab_size, special_ids, batch_size=64):
+    """XLNet's and T5's floor: the unigram loss of exactly the targets `evaluate` scores for them
+    (`ordinary_targets`, drawn the same way), counts from the training rows' scored targets;
+    vocab_size and special_ids are the tokenizer's."""
     def targets(data):
         g, n = torch.Generator().manual_seed(20210305), len(data["input_ids"])
         ys = [make({k: v[i:i + batch_size] for k, v in data.items()}, g)["labels"]
               for i in range(0, n, batch_size)]
-        return torch.cat([y[y != -100] for y in ys]).numpy()
+        return torch.cat([y[ordinary_targets(y, vocab_size, special_ids)] for y in ys]).numpy()
     return unigram_loss(targets(train_data), targets(valid_data), vocab_size)
 
 
@@ -689,7 +688,7 @@ def run_mlm(s, out_dir=None, corpus=None, valid_corpus=None, tok=None, desc="mlm
               f"{len(valid_data['input_ids']):,} held out")
     finished_before = (out_dir / "run" / "final.pt").exists()
     run_config, info = {**run_config, "data": data_sha(train_data, valid_data)}, tokenizer_info(tok, s)
-    floor = (task_floor(make_inputs(s, info), train_data, valid_data, model.config.vocab_size)
+    floor = (task_floor(make_inputs(s, info), train_data, valid_data, info["vocab_size"], info["special_ids"])
              if s.objective in OBJECTIVES else floors(tok, train_data, valid_data)[0])  # (read evals by it)
     evals = train_loop(model, train_data, valid_data, out_dir=out_dir / "run", steps=s.steps, tok_info=info,
                        s=s, run_config=run_config, desc=desc, floor=floor)

@@ -34,8 +34,9 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
             steps as fit in the time the costliest arm takes for `steps`, every seed; the first seed's grid
             runs, all at `steps`, are the equal-steps row;
   scored    the masked LM's and the generator's loss on the test split at [MASK] positions (15%, each
-            position once), next to the unigram floor; the discriminator's recall of replaced tokens, its
-            accuracy on original ones, its precision and its AUC; NSMC sentiment with ft_labels labelled
+            position once), next to the unigram floor; XLNet and T5 on their own targets (T5: its span
+            tokens, not its sentinels and end token: t5.make_batch), next to theirs; the discriminator's
+            recall of replaced tokens, its accuracy on original ones, its precision and its AUC; NSMC sentiment with ft_labels labelled
             reviews, one head for every encoder (the mean of the final hidden states -> linear,
             finetune.MeanPoolClassifier), its lr and epoch chosen on labelled dev rows, tested on NSMC's
             test reviews. Floors: the majority class, a bag-of-words logistic regression, and a random
@@ -233,7 +234,9 @@ def equal_compute_steps(p, per_step):
 def run_config(sh, arm, seed, lr, steps):
     s = settings(sh["p"], arm, seed, lr, steps)
     return {"arm": arm, "seed": seed, "lr": lr, "steps": steps,
-            "settings": {k: v for k, v in vars(s).items() if k != "device"}, "data": sh["data"], "test": sh["test_sha"]}
+            "settings": {k: v for k, v in vars(s).items() if k != "device"}, "data": sh["data"], "test": sh["test_sha"],
+            # (T5 is scored on its span tokens since 2026-12-04: a run scored on all its targets is stale)
+            **({"scored": "span tokens"} if s.objective == "t5" else {})}
 
 
 def run_name(arm, seed, lr, steps):
@@ -256,16 +259,16 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
         model, _, evals = train.run_mlm(s, out_dir=d, corpus=sh["paths"][sh["p"]["budget"]],
                                         valid_corpus=sh["paths"]["dev"], tok=sh["tok"], desc=name)
         info = train.tokenizer_info(sh["tok"], s)
-        # XLNet and T5 are scored on their own targets (drawn from a fixed seed), against the unigram
-        # loss of those targets; the masked LMs at [MASK] positions, token by token for all of them
+        # XLNet and T5 are scored on their own targets (drawn from a fixed seed; T5's span tokens),
+        # against the unigram loss of those targets; the masked LMs at [MASK] positions, token by token for all of them
         make = train.make_inputs(s, info) if s.objective in train.OBJECTIVES else None
         test = train.evaluate(model, sh["test"], mask_id=info["mask_id"], vocab_size=info["vocab_size"],
                               special_ids=info["special_ids"], batch_size=64, device="cpu", make=make)
     if make is None:
         dev_floor, test_floor = (train.floors(sh["tok"], sh["train"], sh[k])[0] for k in ("dev", "test"))
     else:
-        dev_floor, test_floor = (train.task_floor(make, sh["train"], sh[k], model.config.vocab_size)
-                                 for k in ("dev", "test"))
+        dev_floor, test_floor = (train.task_floor(make, sh["train"], sh[k], info["vocab_size"],
+                                                  info["special_ids"]) for k in ("dev", "test"))
     disc = ("disc_acc_replaced", "disc_acc_original", "disc_auc")  # (ELECTRA)
     curve = [{"step": e["step"], "dev_loss": round(e["loss"], 4),
               **{k: round(e[k], 4) for k in disc if e.get(k) is not None}} for e in evals]

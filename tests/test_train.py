@@ -9,6 +9,7 @@ import sys
 import time
 from collections import namedtuple
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -785,8 +786,8 @@ def test_xlnet_and_t5_train_in_the_same_loop_resume_and_load_in_hf(objective, to
     r = train.evaluate(whole, va, mask_id=tok.mask_id, vocab_size=len(tok), special_ids=tok.special_ids,
                        batch_size=64, device="cpu", make=make)
     assert (r["loss"], r["tokens"]) == (evals[-1]["loss"], evals[-1]["tokens"])  # (the same targets again)
-    floor = train.task_floor(make, tr, va, whole.config.vocab_size)
-    assert 2 < floor < math.log(whole.config.vocab_size) + 1
+    floor = train.task_floor(make, tr, va, len(tok), tok.special_ids)
+    assert 2 < floor < math.log(len(tok)) + 1
     transformers = pytest.importorskip("transformers")
     cls = transformers.XLNetLMHeadModel if objective == "plm" else transformers.T5ForConditionalGeneration
     hf, loading = cls.from_pretrained(tmp_path / "whole" / "model", output_loading_info=True)
@@ -833,6 +834,36 @@ def test_the_objectives_batches_by_their_rules(tok, corpus):
         rebuilt = [u for t in inp[:-1] for u in (spans[t] if t >= len(tok) else [t])]
         assert rebuilt == text and all(V - 1 - k in spans for k in range(len(spans)))
     assert (x["input_ids"][x["attention_mask"] == 0] == tok.pad_id).all()
+
+
+@pytest.mark.parametrize("mean_span", [1.0, 3.0])
+def test_t5_format_alone_is_not_below_its_floor(tok, corpus, mean_span):
+    """T5's held-out loss and floor are over its span tokens, not its format: a model that knows the
+    format perfectly (every sentinel and the end token, which are half the targets at mean span 1) and
+    nothing of the context (the span tokens by their training frequencies) sits exactly on the floor.
+    Scored over all targets, this model would be nats below it and "learned context"."""
+    s = tiny_settings(objective="t5", mean_span=mean_span, mlm_probability=0.4)
+    info, (tr, va) = train.tokenizer_info(tok, s), train.build_datasets(s, tok, corpus)
+    make, V = train.make_inputs(s, info), len(tok)
+    g = torch.Generator().manual_seed(20210305)  # (the training targets the floor counts, as task_floor)
+    ys = (make({k: v[i:i + 64] for k, v in tr.items()}, g)["labels"] for i in range(0, len(tr["input_ids"]), 64))
+    ys = torch.cat([y[train.ordinary_targets(y, V, tok.special_ids)] for y in ys])
+    unigram = torch.full((V + t5.N_SENTINELS,), -1e9)
+    unigram[:V] = torch.log((torch.bincount(ys, minlength=V) + 0.5) / (len(ys) + 0.5 * V))
+
+    class FormatOnly(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, labels):
+            logits = unigram.expand(*labels.shape, -1).clone()
+            fmt = (labels >= V) | (labels == tok.eos_id)
+            logits[fmt] = torch.nn.functional.one_hot(labels[fmt], V + t5.N_SENTINELS).float() * 1e4
+            return SimpleNamespace(logits=logits)
+    r = train.evaluate(FormatOnly(), va, mask_id=tok.mask_id, vocab_size=V, special_ids=tok.special_ids,
+                       batch_size=64, device="cpu", make=make)
+    floor = train.task_floor(make, tr, va, V, tok.special_ids)
+    assert r["loss"] == pytest.approx(floor, abs=1e-4) and train.learned_context(r["loss"], floor) == "no"
+    labels = make({k: v[:64] for k, v in va.items()}, torch.Generator().manual_seed(0))["labels"]
+    fmt_share = ((labels >= V) | (labels == tok.eos_id)).sum() / (labels != -100).sum()
+    assert fmt_share > (0.4 if mean_span == 1 else 0.15)  # (the format is a large share of the targets)
 
 
 def test_t5_sentinels_in_a_wordpiece_folder_load_in_hf(tmp_path):
