@@ -400,7 +400,10 @@ def new_model(s, tok):
                  d_ff=s.intermediate_size, num_layers=s.num_layers, num_decoder_layers=s.num_layers,
                  num_heads=s.num_heads, dropout_rate=s.dropout, pad_token_id=tok.pad_id,
                  eos_token_id=tok.eos_id, decoder_start_token_id=tok.pad_id)
-    return T5ForConditionalGeneration(c), {"model": c.to_dict(), "mean_span": s.mean_span}
+    # ("scored": its evaluations count the span tokens only, since 2026-12-04; a run of before, whose
+    # evaluations counted the format too, is another configuration and is not resumed: runs.load_checkpoint)
+    run_config = {"model": c.to_dict(), "mean_span": s.mean_span, "scored": "span tokens"}
+    return T5ForConditionalGeneration(c), run_config
 
 
 def make_batch(batch, tok_info, s, generator):
