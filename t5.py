@@ -416,8 +416,9 @@ def make_batch(batch, tok_info, s, generator):
     learned only that layout predicts them for free (at mean span 1 they are half the targets), so a loss
     and a floor over all targets put a model that uses no context far below its floor. Training predicts
     them all (generation needs them); train.evaluate scores only the span tokens (train.ordinary_targets),
-    against their unigram loss, where a model without context sits at or above the floor (it must also
-    spend probability on where each span ends)."""
+    each as the choice among the ordinary tokens (where a span ends is drawn at random: no context can
+    tell it, so the probability a model spends on it is not charged), against their unigram loss: a model
+    without context sits on that floor (tested)."""
     special = torch.as_tensor(tok_info["special_ids"], dtype=torch.long)
     pad, eos, vocab = tok_info["pad_id"], tok_info["eos_id"], tok_info["vocab_size"] + N_SENTINELS
     pairs = []

@@ -142,10 +142,9 @@ def pack_full_sentences(ids, offsets, max_len, bos_id, eos_id, pad_id):
     boundaries; only the last one is padded. Returns dict of (N, max_len) tensors."""
     if max_len < 3:
         raise ValueError(f"max_len must be >= 3, got {max_len}")
-    n_docs = len(offsets) - 1
     # Insert a separator after every document: position offsets[i+1] in the flat stream.
     stream = np.insert(ids.astype(np.int64), offsets[1:], eos_id)
-    assert len(stream) == len(ids) + n_docs
+    assert len(stream) == len(ids) + len(offsets) - 1  # (one per document)
     body = max_len - 2
     n = math.ceil(len(stream) / body)
     out = np.full((n, max_len), pad_id, dtype=np.int64)
@@ -416,8 +415,7 @@ def train_step(net, optimizer, batch, *, lr, accum, micro, rank=0, world=1, max_
             loss.backward()
         loss_sum += out.loss.detach().float() * n_mb if n_mb else 0.0
     if world > 1:
-        import torch.distributed as dist
-        dist.all_reduce(loss_sum)
+        torch.distributed.all_reduce(loss_sum)
     step_loss = loss_sum.item() / max(n_total, 1)
     if not math.isfinite(step_loss):
         optimizer.zero_grad(set_to_none=True)
@@ -575,7 +573,8 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     context-free model can land a little below smoothed counts), and every model is scored on exactly
     the same task (train_loop keeps mlm_probability at 0.15 here whatever the training's masking rate).
     make: XLNet and T5 (`make_inputs`) are scored on their own task instead, its draws from a fixed seed,
-    at their targets that are ordinary tokens (`ordinary_targets`: T5's span tokens, not its format)."""
+    at their targets that are ordinary tokens (`ordinary_targets`: T5's span tokens, not its format), each
+    as the choice among the ordinary tokens (T5: where a span ends is random, t5.make_batch)."""
     was_training = model.training
     model.eval()
     groups, k = eval_mask_groups(data["input_ids"], vocab_size=vocab_size, special_ids=special_ids,
@@ -611,6 +610,9 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
                 if logits.dim() == 3:  # full logits: keep the scored positions
                     logits = logits[keep]
                 target = target[keep]
+                if make:  # (the choice among the ordinary tokens)
+                    every = torch.arange(logits.shape[-1], device=logits.device)
+                    logits = logits.masked_fill(~ordinary_targets(every, vocab_size, special_ids), -math.inf)
                 total_loss += F.cross_entropy(logits, target, reduction="sum").item()
                 total_right += (logits.argmax(-1) == target).sum().item()
                 total_n += target.numel()

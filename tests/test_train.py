@@ -840,15 +840,16 @@ def test_the_objectives_batches_by_their_rules(tok, corpus):
 def test_t5_format_alone_is_not_below_its_floor(tok, corpus, mean_span):
     """T5's held-out loss and floor are over its span tokens, not its format: a model that knows the
     format perfectly (every sentinel and the end token, which are half the targets at mean span 1) and
-    nothing of the context (the span tokens by their training frequencies) sits exactly on the floor.
-    Scored over all targets, this model would be nats below it and "learned context"."""
+    nothing of the context (the span tokens by their training frequencies) sits on the floor, however
+    much probability it puts on a span ending (here nearly all: a span's end is random, no context tells
+    it). Scored over all targets it would be nats below the floor; at span tokens among all ids, above."""
     s = tiny_settings(objective="t5", mean_span=mean_span, mlm_probability=0.4)
     info, (tr, va) = train.tokenizer_info(tok, s), train.build_datasets(s, tok, corpus)
     make, V = train.make_inputs(s, info), len(tok)
     g = torch.Generator().manual_seed(20210305)  # (the training targets the floor counts, as task_floor)
     ys = (make({k: v[i:i + 64] for k, v in tr.items()}, g)["labels"] for i in range(0, len(tr["input_ids"]), 64))
     ys = torch.cat([y[train.ordinary_targets(y, V, tok.special_ids)] for y in ys])
-    unigram = torch.full((V + t5.N_SENTINELS,), -1e9)
+    unigram = torch.zeros(V + t5.N_SENTINELS)  # (a sentinel next: 100 to 1 against any span token)
     unigram[:V] = torch.log((torch.bincount(ys, minlength=V) + 0.5) / (len(ys) + 0.5 * V))
 
     class FormatOnly(torch.nn.Module):
@@ -860,7 +861,7 @@ def test_t5_format_alone_is_not_below_its_floor(tok, corpus, mean_span):
     r = train.evaluate(FormatOnly(), va, mask_id=tok.mask_id, vocab_size=V, special_ids=tok.special_ids,
                        batch_size=64, device="cpu", make=make)
     floor = train.task_floor(make, tr, va, V, tok.special_ids)
-    assert r["loss"] == pytest.approx(floor, abs=1e-4) and train.learned_context(r["loss"], floor) == "no"
+    assert r["loss"] == pytest.approx(floor, abs=0.01) and train.learned_context(r["loss"], floor) == "no"
     labels = make({k: v[:64] for k, v in va.items()}, torch.Generator().manual_seed(0))["labels"]
     fmt_share = ((labels >= V) | (labels == tok.eos_id)).sum() / (labels != -100).sum()
     assert fmt_share > (0.4 if mean_span == 1 else 0.15)  # (the format is a large share of the targets)
