@@ -259,7 +259,8 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
                                         valid_corpus=sh["paths"]["dev"], tok=sh["tok"], desc=name)
         info = train.tokenizer_info(sh["tok"], s)
         # XLNet and T5 are scored on their own targets (drawn from a fixed seed; T5's span tokens),
-        # against the unigram loss of those targets; the masked LMs at [MASK] positions, token by token for all of them
+        # against the unigram loss of those targets; the masked LMs at [MASK] positions, token by token
+        # for all of them
         make = train.make_inputs(s, info) if s.objective in train.OBJECTIVES else None
         test = train.evaluate(model, sh["test"], mask_id=info["mask_id"], vocab_size=info["vocab_size"],
                               special_ids=info["special_ids"], batch_size=64, device="cpu", make=make)
