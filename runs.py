@@ -43,6 +43,9 @@ from tqdm import tqdm
 import bert
 import t5
 import tokenizer as tokenizers_mod
+import xlnet
+
+OBJECTIVE_FILES = {"plm": xlnet, "t5": t5}  # objectives whose model and batches live in the model's file
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -191,6 +194,10 @@ def check_task(s, given):
         hint = " (the steps of XPT are --phase1_steps and --phase2_steps)" if "--steps" in ignored else ""
         raise ValueError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
                          f"--task={s.task}, only to --task={other}{hint}")
+    own = getattr(OBJECTIVE_FILES.get(s.objective), "DEFAULTS", {})
+    own = {k: v for k, v in own.items() if k not in given}
+    if s.task == "mlm" and own:  # the objective's own defaults (t5.DEFAULTS), for what the command leaves out
+        s = dataclasses.replace(s, **own)
     if s.task == "xpt" and not (s.source and s.corpus):
         raise ValueError("--task=xpt needs --source=DIR (an HF-format checkpoint directory)" if not s.source
                          else "--task=xpt needs --corpus=FILE (target-language text)")

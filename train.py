@@ -81,7 +81,7 @@ class Settings:
     intermediate_size: int = 512  # feed-forward width (BERT uses 4 x hidden)
     embedding_size: int = 0       # ALBERT: word vectors this wide, projected to hidden_size (0 = hidden_size)
     share_layers: bool = False    # ALBERT: one block's weights for every layer
-    dropout: float = 0.1          # hidden and attention dropout
+    dropout: float = 0.1          # hidden and attention dropout (t5: 0 unless given, t5.DEFAULTS)
     # --- optimisation
     steps: int = 8000             # optimizer steps of --task=mlm (Korean leaves the plateau after ~4,000)
     more_steps: int = 0           # mlm: continue the finished run N more steps (a fresh warm-up and decay)
@@ -344,7 +344,7 @@ def word_first_position(ids, candidate, word_starts):
     return torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values
 
 
-OBJECTIVES = {"plm": xlnet, "t5": t5}  # objectives whose model and batches live in the model's file
+OBJECTIVES = runs.OBJECTIVE_FILES  # objectives whose model and batches live in the model's file (plm, t5)
 
 
 def make_inputs(s, tok_info):

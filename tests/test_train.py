@@ -879,6 +879,16 @@ def test_t5_sentinels_in_a_wordpiece_folder_load_in_hf(tmp_path):
     assert hf_tok.tokenize("the <extra_id_3> sat") == ["the", "<extra_id_3>", "sat"]
 
 
+def test_t5_pretrains_without_dropout_unless_told():
+    """The command line's --objective=t5 gets t5.DEFAULTS (no dropout, T5 1.1's pretraining) where the
+    command leaves the setting out; a given value stands, and the other objectives keep 0.1."""
+    for extra, want in ((["--objective=t5"], 0.0), (["--objective=t5", "--dropout=0.2"], 0.2),
+                        (["--objective=plm"], 0.1), ([], 0.1)):
+        argv = ["--task=mlm", "--corpus=text.txt"] + extra
+        s = runs.check_task(train.check_settings(train.parse_args(argv)), runs.given_names(argv))
+        assert s.dropout == want, extra
+
+
 def test_objective_settings_that_cannot_work_are_one_line_errors():
     for kw, match in ((dict(objective="t5", packing="nsp"), "packing=full"),
                       (dict(objective="plm", whole_word=True), "draws its own targets"),
