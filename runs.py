@@ -184,7 +184,8 @@ ONLY_FOR = {"xpt": ("phase1_steps", "phase2_steps", "method", "source", "itl_lay
 
 def check_task(s, given):
     """The task's own checks, before any text is read or tokenizer trained: the task, settings it
-    would ignore (`given`: the names on the command line), the source folder and its length."""
+    would ignore (`given`: the names on the command line), the source folder and its length; and the
+    objective's own defaults (t5.DEFAULTS) for the settings the command line leaves out."""
     if s.task not in ("mlm", "xpt"):
         raise ValueError(f"task must be mlm or xpt, got {s.task!r} "
                          f"(python train.py with no --task runs the demo)")
