@@ -394,7 +394,7 @@ N_SENTINELS = 100  # <extra_id_0> ... <extra_id_99> above the tokenizer's vocabu
 # train.py's settings for --objective=t5 where the command leaves them out (runs.check_task): no dropout
 # in pretraining, as T5 1.1 found better ("dropout was turned off in pre-training (quality win)"); on
 # 1 MB of English, 0.49 nat below the floor after 8,000 steps with dropout 0.1, past 0.5 by step 5,000
-# without (docs/results.md)
+# without. On small text with long spans it memorises: give --dropout=0.1 there (docs/results.md)
 DEFAULTS = {"dropout": 0.0}
 
 

@@ -78,7 +78,7 @@ ARMS = {  # arm -> the train.Settings fields that make it (the same shape, data 
     "electra": dict(objective="electra"),                  # replaced-token detection (generator 1/4 wide)
     "plm": dict(objective="plm"),                          # XLNet's permutation LM (xlnet.py)
     # T5's span corruption (t5.py), mean span 1, 3, 10, with T5's own pretraining settings (t5.DEFAULTS:
-    # no dropout, as T5 1.1; with the others' 0.1 it learns about half as much context here)
+    # no dropout, as T5 1.1). Open: at mean span 10 it memorised its rows without dropout (docs/results.md)
     "t5-span1": dict(objective="t5", mean_span=1.0, **t5.DEFAULTS),
     "t5-span3": dict(objective="t5", mean_span=3.0, **t5.DEFAULTS),
     "t5-span10": dict(objective="t5", mean_span=10.0, **t5.DEFAULTS),
