@@ -421,8 +421,9 @@ class _Run:
                                max_grad_norm=s.max_grad_norm, mlm_probability=s.mlm_probability,
                                whole_word=s.whole_word, span_masking=s.span_masking, seed=s.seed,
                                max_len=s.max_len, packing=s.packing,
-                               step_offset=step_offset, eval="mask-only", patience=s.patience,
-                               min_steps=s.min_steps)
+                               step_offset=step_offset, patience=s.patience, min_steps=s.min_steps,
+                               # (whole-word runs are scored token by token since 2026-12-04: train.evaluate)
+                               eval="mask-only" + (", token by token" if s.whole_word else ""))
         self.finished = None
         if self.final_path.exists():
             try:

@@ -449,8 +449,8 @@ def train_loop(model, train_data, valid_data, *, out_dir, steps, tok_info, s, gr
     def run_eval():
         r = evaluate(model, valid_data, mask_id=tok_info["mask_id"], vocab_size=tok_info["vocab_size"],
                      special_ids=tok_info["special_ids"], batch_size=max(s.batch_size, 64), device=run.device,
-                     max_batches=s.eval_batches, word_starts=tok_info.get("word_starts"),
-                     autocast=run.autocast, make=make if s.objective in OBJECTIVES else None)
+                     max_batches=s.eval_batches, autocast=run.autocast,  # (whole-word too: token by token)
+                     make=make if s.objective in OBJECTIVES else None)
         return run.record_eval(r, floor, None if floor is None else learned_context(r["loss"], floor))
 
     model.train()
@@ -545,23 +545,21 @@ def learned_context(loss, floor, margin=0.1):
     return "yes" if loss < floor - margin else "no"
 
 
-def eval_mask_groups(input_ids, *, vocab_size, special_ids, mlm_probability=0.15, word_starts=None):
+def eval_mask_groups(input_ids, *, vocab_size, special_ids, mlm_probability=0.15):
     """Split the maskable held-out positions into k = round(1 / mlm_probability) groups (a fixed seed:
     the groups depend on the held-out data alone, never on a run's seed). Masking one group at a time
     predicts every held-out token exactly once, about 1/k of the tokens per pass. Returns
-    (groups (B, T) with -1 at special positions, k). With word_starts, a word's pieces share a group."""
+    (groups (B, T) with -1 at special positions, k)."""
     k = max(1, round(1 / mlm_probability))
     candidate = _maskable(input_ids, vocab_size, special_ids, mlm_probability)[1]
     g = torch.Generator().manual_seed(20210305)
     groups = torch.randint(k, input_ids.shape, generator=g)
-    if word_starts is not None:  # every piece takes its word's group, as in mask_tokens
-        groups = torch.gather(groups, 1, word_first_position(input_ids, candidate, word_starts))
     return torch.where(candidate, groups, torch.full_like(groups, -1)), k
 
 
 @torch.no_grad()
 def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, device, mlm_probability=0.15,
-             max_batches=0, word_starts=None, autocast=contextlib.nullcontext, make=None):
+             max_batches=0, autocast=contextlib.nullcontext, make=None):
     """Held-out masked-LM loss (mean over the predicted tokens), perplexity and accuracy, at [MASK]
     positions only: every held-out token is replaced by [MASK] once (one group of `eval_mask_groups`
     per pass, about 1/7 of the tokens) and predicted from its unmasked context.
@@ -571,14 +569,16 @@ def evaluate(model, data, *, mask_id, vocab_size, special_ids, batch_size, devic
     unigram floor F by about half a nat (~0.9 F + 0.1 ln 4) by copying it. With [MASK] everywhere, F
     (`unigram_loss`) is what ignoring the context is worth (a reference level, not a strict bound: a
     context-free model can land a little below smoothed counts), and every model is scored on exactly
-    the same task (train_loop keeps mlm_probability at 0.15 here whatever the training's masking rate).
+    the same task (train_loop keeps mlm_probability at 0.15 here whatever the training's masking rate),
+    token by token, whole-word models too: a run of [MASK]s over a word's pieces says where words begin
+    and end, which F does not credit (such a model sat 0.3-0.6 nat "below" F on the plateau).
     make: XLNet and T5 (`make_inputs`) are scored on their own task instead, its draws from a fixed seed,
     at their targets that are ordinary tokens (`ordinary_targets`: T5's span tokens, not its format), each
     as the choice among the ordinary tokens (T5: where a span ends is random, t5.make_batch)."""
     was_training = model.training
     model.eval()
     groups, k = eval_mask_groups(data["input_ids"], vocab_size=vocab_size, special_ids=special_ids,
-                                 mlm_probability=mlm_probability, word_starts=word_starts)
+                                 mlm_probability=mlm_probability)
     n = len(data["input_ids"])
     total_loss, total_right, total_n = 0.0, 0, 0
     disc = dict.fromkeys(("loss", "tokens", "replaced", "replaced_right", "original_right"), 0.0)

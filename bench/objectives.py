@@ -238,8 +238,10 @@ def run_config(sh, arm, seed, lr, steps):
     s = settings(sh["p"], arm, seed, lr, steps)
     return {"arm": arm, "seed": seed, "lr": lr, "steps": steps,
             "settings": {k: v for k, v in vars(s).items() if k != "device"}, "data": sh["data"], "test": sh["test_sha"],
-            # (T5 is scored on its span tokens since 2026-12-04: a run scored on all its targets is stale)
-            **({"scored": "span tokens"} if s.objective == "t5" else {})}
+            # (T5 is scored on its span tokens since 2026-12-04, whole-word's dev curve token by token: runs
+            # from before are stale)
+            **({"scored": "span tokens"} if s.objective == "t5" else {}),
+            **({"evaluated": "token by token"} if s.whole_word else {})}
 
 
 def run_name(arm, seed, lr, steps):
@@ -451,12 +453,29 @@ def summarize(sh, p, done, per_step, steps_for):
             "tokens_per_step": p["batch_size"] * p["max_len"], "labelled_test_rows": len(rows["ft_test"])}
 
 
+def convergence(run):
+    """Where a run's dev curve ended: "rising" (its last dev loss more than CONVERGED_GAIN above its best:
+    it is memorising its rows, and the final model, the one scored, is past its best), "converged" (its
+    best improved less than that over its last quarter), or "learning" (still falling)."""
+    losses = [c["dev_loss"] for c in run["curve"]]
+    if losses[-1] > min(losses) + de.CONVERGED_GAIN:
+        return "rising"
+    return "converged" if run["dev_gain_last_quarter"] < de.CONVERGED_GAIN else "learning"
+
+
 def _brief(run):
     """A grid run in a few numbers (None while it has not finished)."""
     if run is None:
         return None
-    return {"below_floor": round(run["test_floor"] - run["test"]["loss"], 4), "converged": run["converged"],
+    return {"below_floor": round(run["test_floor"] - run["test"]["loss"], 4), "convergence": convergence(run),
             "learned_context": run["learned_context"]}
+
+
+def _count(runs):
+    """'converged/runs', and how many of the others ended rising."""
+    ends = [convergence(r) for r in runs]
+    rising = f" ({ends.count('rising')} rising)" if "rising" in ends else ""
+    return f"{ends.count('converged')}/{len(runs)}{rising}"
 
 
 def _acc(group, n):
@@ -486,7 +505,7 @@ def markdown(res):
         below = m([r["test_floor"] - r["test"]["loss"] for r in rs])
         minutes = rs[0]["steps"] * res["seconds_per_step"][rs[0]["arm"]] / 60  # (measured alone, not in a run)
         lines.append(f"| {name} | {rs[0]['steps']:,} | {minutes:.1f} | {len(rs)}/{c['planned']} | {de._ms(*loss)} | "
-                     f"{floor:.3f} | {de._ms(*below)} | {sum(r['converged'] for r in rs)}/{len(rs)} |")
+                     f"{floor:.3f} | {de._ms(*below)} | {_count(rs)} |")
         if "disc_auc" in rs[0]["test"]:
             disc.append(f"| {name} | " + " | ".join(
                 de._ms(*m([r["test"][k] for r in rs]), "{:.1%}" if k != "disc_auc" else "{:.3f}")
@@ -496,15 +515,17 @@ def markdown(res):
                   "| encoder | replaced found | originals right | precision | AUC |", "|---" * 5 + "|", *disc]
     most = str(max(p["ft_labels"]))
     lines += ["", f"The lr grid at seed {p['seeds'][0]} ({p['steps']:,} steps): the test loss below its floor "
-              "(negative: above it), whether the run converged (its dev loss gained less than "
-              f"{de.CONVERGED_GAIN} nat in its last quarter), and the fine-tuned dev accuracy at {int(most):,} "
+              "(negative: above it), whether the run converged (its best dev loss gained less than "
+              f"{de.CONVERGED_GAIN} nat in its last quarter; rising: it ended more than that above its best), "
+              f"and the fine-tuned dev accuracy at {int(most):,} "
               "labels that chooses the rate:", "",
               f"| arm | lr | below floor | converged | dev accuracy, {int(most):,} labels |", "|---" * 5 + "|"]
     for a in p["arms"]:
         for lr, r in res["lr_grid_runs"][a].items():
             ft = res["lr_grid_dev"][a][lr]
             chosen = " (chosen)" if res["lr"][a] is not None and f"{res['lr'][a]:g}" == lr else ""
-            run = f"{r['below_floor']:+.3f} | {'yes' if r['converged'] else 'no'}" if r else "- | -"
+            yes = {"converged": "yes", "learning": "no"}.get(r["convergence"], r["convergence"]) if r else ""
+            run = f"{r['below_floor']:+.3f} | {yes}" if r else "- | -"
             dev = f"{ft[most]['dev_acc']:.1%}" if ft else "-"
             lines.append(f"| {a} | {lr}{chosen} | {run} | {dev} |")
     labels = [str(n) for n in p["ft_labels"]]

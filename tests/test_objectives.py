@@ -106,3 +106,15 @@ def test_a_run_is_fine_tuned_only_once_it_is_done():
     assert [t for t in first if t[0] == "ft" and t[1] != "random"] == []
     done = {("lm", "plm", 1, 2e-3, 12): {}}
     assert ob.plan(p, done, {"mlm": 12, "plm": 12})[0] == ("ft", "plm", 1, 2e-3, 12)
+
+
+def test_a_run_whose_dev_loss_rose_has_not_converged():
+    """The flag reads the whole curve: a run that ended above its best (memorising its rows, the final
+    model scored) is "rising", not converged; a flat end is converged, a falling one still learning."""
+    def run(*losses):
+        curve = [{"step": 100 * (i + 1), "dev_loss": x} for i, x in enumerate(losses)]
+        return {"curve": curve, "dev_gain_last_quarter": ob.de.dev_gain_last_quarter(curve)}
+    assert ob.convergence(run(7.0, 6.0, 5.0, 5.5)) == "rising"   # (best unchanged: the gain rule says 0)
+    assert ob.convergence(run(7.0, 6.0, 5.0, 5.01)) == "converged"
+    assert ob.convergence(run(7.0, 6.0, 5.5, 5.0)) == "learning"
+    assert ob._count([run(7.0, 5.0, 5.5), run(7.0, 5.0, 5.0), run(7.0, 6.0, 5.0)]) == "1/3 (1 rising)"
