@@ -35,13 +35,15 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
             preset): every arm `steps`, its minutes beside. --equal=compute (tiny): each arm gets as many
             steps as fit in the time the costliest arm takes for `steps`, every seed; the first seed's grid
             runs, all at `steps`, are the equal-steps row;
-  scored    the masked LM's and the generator's loss on the test split at [MASK] positions (15%, each position once),
-            next to the unigram floor; XLNet and T5 on their own targets (T5: its span tokens, not its sentinels and end
-            token: t5.make_batch), next to theirs; the discriminator's recall of replaced tokens, its accuracy on
+  scored    the masked LM's and the generator's loss on the test split at [MASK] positions (15%, each position once,
+            one by one: whole-word's too, and so its dev curve: train.evaluate), next to the unigram floor;
+            XLNet and T5 on their own targets (T5: its span tokens, not its sentinels and end token:
+            t5.make_batch), next to theirs; the discriminator's recall of replaced tokens, its accuracy on
             original ones, its precision and its AUC; NSMC sentiment with ft_labels labelled reviews, one head for every
             encoder (the mean of the final hidden states -> linear, finetune.MeanPoolClassifier), its lr and epoch
             chosen on labelled dev rows, tested on NSMC's test reviews. Floors: the majority class, a bag-of-words
-            logistic regression, and a random encoder of the same shape fine-tuned alike.
+            logistic regression, and a random encoder of the same shape fine-tuned alike. A run has converged when
+            its best dev loss gained < 0.02 nat over its last quarter; one that ended above its best is "rising".
 
 Every run and every fine-tuning writes one JSON under --results_dir as it finishes (a rerun does only
 what is missing, from another checkout too); the summary JSON, tables and a plot at the end.
