@@ -457,8 +457,8 @@ def summarize(sh, p, done, per_step, steps_for):
 
 def convergence(run):
     """Where a run's dev curve ended: "rising" (its last dev loss more than CONVERGED_GAIN above its best:
-    it is memorising its rows, and the final model, the one scored, is past its best), "converged" (its
-    best improved less than that over its last quarter), or "learning" (still falling)."""
+    the final model, the one scored, is past its best, memorising its rows or wobbling on a plateau),
+    "converged" (its best improved less than that over its last quarter), or "learning" (still falling)."""
     losses = [c["dev_loss"] for c in run["curve"]]
     if losses[-1] > min(losses) + de.CONVERGED_GAIN:
         return "rising"
