@@ -42,7 +42,8 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
             original ones, its precision and its AUC; NSMC sentiment with ft_labels labelled reviews, one head for every
             encoder (the mean of the final hidden states -> linear, finetune.MeanPoolClassifier), its lr and epoch
             chosen on labelled dev rows, tested on NSMC's test reviews. Floors: the majority class, a bag-of-words
-            logistic regression, and a random encoder of the same shape fine-tuned alike. A run has converged when
+            logistic regression, and a random encoder of the same shape fine-tuned alike (BERT's; XLNet's and T5's
+            too where those arms run: RANDOM). A run has converged when
             its best dev loss gained < 0.02 nat over its last quarter; one that ended above its best is "rising".
 
 Every run and every fine-tuning writes one JSON under --results_dir as it finishes (a rerun does only
@@ -109,6 +110,9 @@ PRESETS = {
                       ft_lr_grid=(3e-4, 1e-3), ft_steps=250, ft_batch=32, timing_steps=20, workers=2,
                       equal="steps"),
 }
+# the random encoders fine-tuned as floors, one per architecture the arms have (the arm whose shape it takes):
+# BERT's for the masked LMs and ELECTRA, XLNet's and T5's for theirs (pre-norm T5 may fine-tune unlike BERT)
+RANDOM = {"random": "mlm", "random-xlnet": "plm", "random-t5": "t5-span3"}
 FT_MAX_LEN = 32  # fine-tuning rows are cut to the pretraining length (NSMC reviews: ~25 tokens)
 _WORKER = {}  # per process: the shared data, built once
 
@@ -295,12 +299,18 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
     return r
 
 
-def random_encoder(sh, seed):
-    """A randomly initialised masked LM of the arms' shape (every arm's starting point), saved once."""
-    d = sh["out"] / "random_encoder" / f"seed{seed}"
+def random_arms(p):
+    """The random encoders the preset's arms need: BERT's always, XLNet's and T5's when they are there."""
+    objectives = {ARMS[a]["objective"] for a in p["arms"]}
+    return [r for r, a in RANDOM.items() if r == "random" or ARMS[a]["objective"] in objectives]
+
+
+def random_encoder(sh, seed, arm="random"):
+    """A randomly initialised model of the arms' shape in arm's architecture (RANDOM), saved once."""
+    d = sh["out"] / "random_encoder" / (f"seed{seed}" if arm == "random" else f"{arm}-seed{seed}")
     if not (d / "model.safetensors").exists():
         torch.manual_seed(seed)
-        model = train.new_model(settings(sh["p"], "mlm", seed, 1e-3, 1), sh["tok"])[0]
+        model = train.new_model(settings(sh["p"], RANDOM[arm], seed, 1e-3, 1), sh["tok"])[0]
         train.save_model(model, sh["tok"], d)
     return d
 
@@ -322,15 +332,16 @@ def fine_tune_one(sh, model_dir, n, lr, seed):
 def ft_file(sh, arm, seed, lr, steps):
     """(the result JSON of one encoder's fine-tuning, the config a finished one there must carry)."""
     p = sh["p"]
-    encoder = run_config(sh, arm, seed, lr, steps) if arm != "random" else {"random": seed, "vocab": len(sh["tok"])}
+    encoder = run_config(sh, arm, seed, lr, steps) if arm not in RANDOM else \
+        {"random": seed, "vocab": len(sh["tok"]), **({"shape": RANDOM[arm]} if arm != "random" else {})}
     config = {"encoder": encoder, **{k: p[k] for k in ("ft_labels", "ft_lr_grid", "ft_steps", "ft_batch")},
               "max_len": FT_MAX_LEN, "rows": [len(v) for v in sh["ft"]["rows"].values()]}
-    name = run_name(arm, seed, lr, steps) if arm != "random" else f"random-seed{seed}"
+    name = run_name(arm, seed, lr, steps) if arm not in RANDOM else f"{arm}-seed{seed}"
     return sh["results"] / "finetune" / f"{name}.json", config
 
 
 def fine_tune(sh, arm, seed, lr, steps):
-    """NSMC accuracy of one encoder (a run's final weights, or arm "random") at each of ft_labels: the
+    """NSMC accuracy of one encoder (a run's final weights, or a random one: RANDOM) at each of ft_labels: the
     dev-best (rate of ft_lr_grid, epoch); its result JSON (cached)."""
     p = sh["p"]
     path, config = ft_file(sh, arm, seed, lr, steps)
@@ -338,8 +349,8 @@ def fine_tune(sh, arm, seed, lr, steps):
     if r is not None:
         return r
     t0 = time.time()
-    if arm == "random":
-        model_dir = random_encoder(sh, seed)
+    if arm in RANDOM:
+        model_dir = random_encoder(sh, seed, arm)
     else:
         pretrain(sh, arm, seed, lr, steps, need_model=True)
         model_dir = sh["out"] / "runs" / run_name(arm, seed, lr, steps) / "model"
@@ -372,7 +383,7 @@ def plan(p, done, steps_for):
     disk), the grid at the first seed, the random encoders, each arm's other seeds once its lr is chosen."""
     first = p["seeds"][0]
     queue = [("lm", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
-    queue += [("ft", "random", k, 0.0, 0) for k in p["seeds"]]
+    queue += [("ft", r, k, 0.0, 0) for r in random_arms(p) for k in p["seeds"]]
     for a in p["arms"]:
         lr = chosen_lr(p, done, a)
         if lr is not None:
@@ -382,7 +393,7 @@ def plan(p, done, steps_for):
 
 
 def full_plan_size(p, steps_for):
-    grid = 2 * len(p["arms"]) * len(p["lr_grid"]) + len(p["seeds"])
+    grid = 2 * len(p["arms"]) * len(p["lr_grid"]) + len(random_arms(p)) * len(p["seeds"])
     more = sum(len(p["seeds"]) - (steps_for[a] == p["steps"]) for a in p["arms"])
     return grid + 2 * more
 
@@ -437,10 +448,11 @@ def summarize(sh, p, done, per_step, steps_for):
     groups = {f"{a}, {rule}": [(a, k, lrs[a], steps_for[a]) for k in p["seeds"]] for a in p["arms"]}
     groups.update({f"{a}, equal steps": [(a, p["seeds"][0], lrs[a], p["steps"])] for a in p["arms"]
                    if steps_for[a] != p["steps"]})
-    groups["random encoder"] = [("random", k, 0.0, 0) for k in p["seeds"]]
+    groups.update({{"random": "random encoder", "random-xlnet": "random XLNet encoder",
+                    "random-t5": "random T5 encoder"}[r]: [(r, k, 0.0, 0) for k in p["seeds"]] for r in random_arms(p)})
     table = {}
     for name, members in groups.items():
-        lm = [done.get(("lm", *m)) for m in members if m[0] != "random"]
+        lm = [done.get(("lm", *m)) for m in members if m[0] not in RANDOM]
         ft = [done.get(("ft", *m)) for m in members]
         table[name] = {"runs": [r for r in lm if r], "finetune": [r for r in ft if r], "planned": len(members)}
     grid = {a: {f"{lr:g}": (done.get(("ft", a, p["seeds"][0], lr, p["steps"])) or {}).get("labels")

@@ -87,7 +87,11 @@ def test_equal_steps_rule(tmp_path, capsys):
     res = ob.main(["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm,plm", "--equal=steps"])
     p = ob.PRESETS["tiny"]
     assert res["rule"] == "equal steps" and res["steps"] == {"mlm": p["steps"], "plm": p["steps"]}
-    assert set(res["groups"]) == {"mlm, equal steps", "plm, equal steps", "random encoder"}
+    assert set(res["groups"]) == {"mlm, equal steps", "plm, equal steps", "random encoder", "random XLNet encoder"}
+    # (XLNet's encoder fine-tunes beside a random one of its own architecture, not only BERT's)
+    assert len(res["groups"]["random XLNet encoder"]["finetune"]) == len(p["seeds"])
+    saved = tmp_path / "tiny" / "random_encoder" / "random-xlnet-seed1" / "config.json"
+    assert json.loads(saved.read_text())["model_type"] == "xlnet"
     assert all(r["steps"] == p["steps"] for g in res["groups"].values() for r in g["runs"])
     out = capsys.readouterr().out
     assert "plm - mlm at equal steps" in out and "equal compute" not in out and "| minutes (one thread) |" in out
@@ -103,7 +107,7 @@ def test_a_run_is_fine_tuned_only_once_it_is_done():
     run would otherwise train it a second time into the same folder), and then before any other run."""
     p = {"arms": ("mlm", "plm"), "seeds": (1, 2), "lr_grid": (1e-3, 2e-3), "ft_labels": (40,), "steps": 12}
     first = ob.plan(p, {}, {"mlm": 12, "plm": 12})
-    assert [t for t in first if t[0] == "ft" and t[1] != "random"] == []
+    assert [t for t in first if t[0] == "ft" and t[1] not in ob.RANDOM] == []
     done = {("lm", "plm", 1, 2e-3, 12): {}}
     assert ob.plan(p, done, {"mlm": 12, "plm": 12})[0] == ("ft", "plm", 1, 2e-3, 12)
 
