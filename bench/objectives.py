@@ -43,8 +43,8 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
             encoder (the mean of the final hidden states -> linear, finetune.MeanPoolClassifier), its lr and epoch
             chosen on labelled dev rows, tested on NSMC's test reviews. Floors: the majority class, a bag-of-words
             logistic regression, and a random encoder of the same shape fine-tuned alike (BERT's; XLNet's and T5's
-            too where those arms run: RANDOM). A run has converged when
-            its best dev loss gained < 0.02 nat over its last quarter; one that ended above its best is "rising".
+            too where those arms run: RANDOM). A run has converged when its best dev loss gained < 0.02 nat
+            over its last quarter; one that ended above its best is "rising".
 
 Every run and every fine-tuning writes one JSON under --results_dir as it finishes (a rerun does only
 what is missing, from another checkout too); the summary JSON, tables and a plot at the end.
