@@ -52,8 +52,8 @@ what is missing, from another checkout too); the summary JSON, tables and a plot
 Status (2026-12-04): probes of the cpu preset's recipe found that ELECTRA's discriminator does not learn
 within it (held-out AUC 0.52-0.58 after up to 6,000 steps, whatever the generator's width or the masking;
 a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. Its arm runs last and is
-reported as what it is. The cpu preset's runs land in bench/results/objectives_cpu/ as they finish;
---preset=tiny runs every step of the protocol in the tests.
+reported as what it is. The cpu preset's runs (all eight arms, three seeds: about 4 h on the faster 2-core
+machine) are in bench/results/objectives_cpu/; --preset=tiny runs every step of the protocol in the tests.
 """
 import contextlib
 import functools
