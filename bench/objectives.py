@@ -290,6 +290,7 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
          "learned_context": train.learned_context(test["loss"], test_floor) == "yes",  # (0.1 nat below)
          "converged": bool(gain < de.CONVERGED_GAIN), "dev_gain_last_quarter": round(gain, 4),
          "seconds": round(time.time() - t0, 1), "config": config}
+    r["converged"] = convergence(r) == "converged"  # (not a run that ended above its best: "rising")
     if previous := de.finished_file(path, config):  # (trained again for its weights: same numbers?)
         if previous["test"] != r["test"]:
             print(f"note: {name} trained again differs from its result (the new one is kept)")
