@@ -81,7 +81,7 @@ class Settings:
     intermediate_size: int = 512  # feed-forward width (BERT uses 4 x hidden)
     embedding_size: int = 0       # ALBERT: word vectors this wide, projected to hidden_size (0 = hidden_size)
     share_layers: bool = False    # ALBERT: one block's weights for every layer
-    dropout: float = 0.1          # hidden and attention dropout (--objective=t5 on the command line: 0 unless given)
+    dropout: float = 0.1          # hidden and attention dropout (--objective=t5 on the command line: 0)
     # --- optimisation
     steps: int = 8000             # optimizer steps of --task=mlm (Korean leaves the plateau after ~4,000)
     more_steps: int = 0           # mlm: continue the finished run N more steps (a fresh warm-up and decay)
