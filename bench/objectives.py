@@ -52,8 +52,9 @@ what is missing, from another checkout too); the summary JSON, tables and a plot
 Status (2026-12-04): probes of the cpu preset's recipe found that ELECTRA's discriminator does not learn
 within it (held-out AUC 0.52-0.58 after up to 6,000 steps, whatever the generator's width or the masking;
 a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. Its arm runs last and is
-reported as what it is. The cpu preset's runs (all eight arms, three seeds: about 4 h on the faster 2-core
-machine) are in bench/results/objectives_cpu/; --preset=tiny runs every step of the protocol in the tests.
+reported as what it is. The cpu preset's runs (all eight arms, three seeds: 4-5 h on the faster 2-core
+machine, up to twice that on the slower) are in bench/results/objectives_cpu/; --preset=tiny runs every
+step of the protocol in the tests.
 """
 import contextlib
 import functools
@@ -177,11 +178,11 @@ def shared(b):
 
 def settings(p, arm, seed, lr, steps):
     """train.Settings of one pretraining run (no early stopping: every arm trains all its steps)."""
-    shared = dict(task="mlm", hidden_size=p["hidden_size"], num_layers=p["num_layers"], num_heads=p["num_heads"],
-                  intermediate_size=p["intermediate_size"], max_len=p["max_len"], batch_size=p["batch_size"],
-                  steps=steps, lr=lr, mlm_probability=p["mlm_probability"], eval_every=p["eval_every"],
-                  ckpt_every=250, log_every=10, seed=seed, device="cpu")
-    return train.Settings(**{**shared, **ARMS[arm]})  # (an arm's own fields win)
+    return train.Settings(task="mlm", hidden_size=p["hidden_size"], num_layers=p["num_layers"],
+                          num_heads=p["num_heads"], intermediate_size=p["intermediate_size"], max_len=p["max_len"],
+                          batch_size=p["batch_size"], steps=steps, lr=lr, mlm_probability=p["mlm_probability"],
+                          eval_every=p["eval_every"], ckpt_every=250, log_every=10, seed=seed, device="cpu",
+                          **ARMS[arm])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -288,9 +289,8 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
     r = {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "dev_floor": dev_floor, "test_floor": test_floor,
          "test": {k: v for k, v in test.items() if k != "scored"}, "curve": curve,
          "learned_context": train.learned_context(test["loss"], test_floor) == "yes",  # (0.1 nat below)
-         "converged": bool(gain < de.CONVERGED_GAIN), "dev_gain_last_quarter": round(gain, 4),
-         "seconds": round(time.time() - t0, 1), "config": config}
-    r["converged"] = convergence(r) == "converged"  # (not a run that ended above its best: "rising")
+         "converged": convergence({"curve": curve, "dev_gain_last_quarter": gain}) == "converged",  # (not rising)
+         "dev_gain_last_quarter": round(gain, 4), "seconds": round(time.time() - t0, 1), "config": config}
     if previous := de.finished_file(path, config):  # (trained again for its weights: same numbers?)
         if previous["test"] != r["test"]:
             print(f"note: {name} trained again differs from its result (the new one is kept)")
