@@ -60,6 +60,7 @@ import contextlib
 import functools
 import io
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -127,6 +128,8 @@ class BenchSettings:
     arms: str = ""                # comma-separated arms of ARMS to compare; "" = the preset's
     equal: str = ""               # steps (every arm `steps`) | compute (the costliest arm's time); "" = the preset's
     workers: int = 0              # runs at once, one thread each; 0 = the preset's
+    more_steps: int = 0           # continue each arm's seeds at its chosen lr N more steps from their finished
+    #                               weights (train.py's --more_steps: a fresh warm-up and decay), no new grid
     collect: bool = False         # summarise what has finished (no training)
     report: str = ""              # print the tables of a summary JSON and stop
 
@@ -146,12 +149,17 @@ def preset(b):
         unknown = [a for a in p["arms"] if a not in ARMS]
         if unknown or not p["arms"]:
             raise ValueError(f"--arms: unknown {unknown or 'none given'}; the arms are {', '.join(ARMS)}")
+    if b.more_steps:
+        if b.more_steps < 0 or p["equal"] != "steps":
+            raise ValueError(f"--more_steps={b.more_steps}: a count > 0 of steps, with --equal=steps "
+                             "(every arm continued alike)")
+        p["more_steps"] = b.more_steps
     return p
 
 
 def shared(b):
     """{p, out, results, tok, train, dev, test, ft}: built once per process (the corpora once per out_dir)."""
-    if _WORKER.get("key") == (b.preset, b.out_dir, b.results_dir, b.arms, b.equal):
+    if _WORKER.get("key") == (b.preset, b.out_dir, b.results_dir, b.arms, b.equal, b.more_steps):
         return _WORKER["shared"]
     p = preset(b)
     out = Path(b.out_dir) / b.preset
@@ -172,15 +180,23 @@ def shared(b):
           **{k: finetune.encode_rows(rows[r], tok, FT_MAX_LEN, labels) for k, r in splits}}
     sh = dict(p=p, out=out, results=results, tok=tok, paths=paths, train=train_data, dev=dev, test=test, ft=ft,
               data=train.data_sha(train_data, dev), test_sha=train.data_sha(test))
-    _WORKER.update(key=(b.preset, b.out_dir, b.results_dir, b.arms, b.equal), shared=sh)
+    _WORKER.update(key=(b.preset, b.out_dir, b.results_dir, b.arms, b.equal, b.more_steps), shared=sh)
     return sh
 
 
+def extra(p, steps):
+    """The steps of a run beyond the preset's that are a continuation (--more_steps), else 0."""
+    return steps - p["steps"] if p.get("more_steps") and steps > p["steps"] else 0
+
+
 def settings(p, arm, seed, lr, steps):
-    """train.Settings of one pretraining run (no early stopping: every arm trains all its steps)."""
+    """train.Settings of one pretraining run (no early stopping: every arm trains all its steps; a run
+    longer than the preset's steps by --more_steps is the preset's run and a continuation of it)."""
+    more = extra(p, steps)
     return train.Settings(task="mlm", hidden_size=p["hidden_size"], num_layers=p["num_layers"],
                           num_heads=p["num_heads"], intermediate_size=p["intermediate_size"], max_len=p["max_len"],
-                          batch_size=p["batch_size"], steps=steps, lr=lr, mlm_probability=p["mlm_probability"],
+                          batch_size=p["batch_size"], steps=steps - more, more_steps=more, lr=lr,
+                          mlm_probability=p["mlm_probability"],
                           eval_every=p["eval_every"], ckpt_every=250, log_every=10, seed=seed, device="cpu",
                           **ARMS[arm])
 
@@ -251,20 +267,25 @@ def run_config(sh, arm, seed, lr, steps):
             **({"evaluated": "token by token"} if s.whole_word else {})}
 
 
-def run_name(arm, seed, lr, steps):
-    return f"{arm}-seed{seed}-lr{lr:g}-steps{steps}"
+def run_name(p, arm, seed, lr, steps):
+    more = extra(p, steps)  # (a continuation: "-steps8000+16000")
+    return f"{arm}-seed{seed}-lr{lr:g}-steps{steps - more}" + (f"+{more}" if more else "")
 
 
 def pretrain(sh, arm, seed, lr, steps, need_model=False):
     """One arm trained from scratch for all its steps, then scored on the test split; its result JSON
     (cached; with need_model, trained again when only the JSON is here: seeded runs repeat exactly)."""
-    config, name = run_config(sh, arm, seed, lr, steps), run_name(arm, seed, lr, steps)
+    more = extra(sh["p"], steps)
+    config, name = run_config(sh, arm, seed, lr, steps), run_name(sh["p"], arm, seed, lr, steps)
     path, d = sh["results"] / "runs" / f"{name}.json", sh["out"] / "runs" / name
     r = de.finished_file(path, config)
     if r is not None and not (need_model and not (d / "model" / "model.safetensors").exists()):
         return r
     t0 = time.time()
     d.mkdir(parents=True, exist_ok=True)
+    base = sh["out"] / "runs" / run_name(sh["p"], arm, seed, lr, steps - more) / "run"
+    if more and (base / "final.pt").exists() and not (d / "run").exists():  # (its first part is done)
+        shutil.copytree(base, d / "run")
     s = settings(sh["p"], arm, seed, lr, steps)
     with open(d / "output.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
@@ -337,7 +358,7 @@ def ft_file(sh, arm, seed, lr, steps):
         {"random": seed, "vocab": len(sh["tok"]), **({"shape": RANDOM[arm]} if arm != "random" else {})}
     config = {"encoder": encoder, **{k: p[k] for k in ("ft_labels", "ft_lr_grid", "ft_steps", "ft_batch")},
               "max_len": FT_MAX_LEN, "rows": [len(v) for v in sh["ft"]["rows"].values()]}
-    name = run_name(arm, seed, lr, steps) if arm not in RANDOM else f"{arm}-seed{seed}"
+    name = run_name(p, arm, seed, lr, steps) if arm not in RANDOM else f"{arm}-seed{seed}"
     return sh["results"] / "finetune" / f"{name}.json", config
 
 
@@ -354,7 +375,7 @@ def fine_tune(sh, arm, seed, lr, steps):
         model_dir = random_encoder(sh, seed, arm)
     else:
         pretrain(sh, arm, seed, lr, steps, need_model=True)
-        model_dir = sh["out"] / "runs" / run_name(arm, seed, lr, steps) / "model"
+        model_dir = sh["out"] / "runs" / run_name(p, arm, seed, lr, steps) / "model"
     labels = {}
     for n in p["ft_labels"]:
         cells = [{"lr": ft_lr, **fine_tune_one(sh, model_dir, n, ft_lr, seed)} for ft_lr in p["ft_lr_grid"]]
@@ -381,21 +402,22 @@ def chosen_lr(p, done, arm):
 def plan(p, done, steps_for):
     """The tasks ("lm" | "ft", arm, seed, lr, steps) in order, as far as the finished ones `done`
     make them known: a run's fine-tuning once the run is done (first, so that no model waits long on
-    disk), the grid at the first seed, the random encoders, each arm's other seeds once its lr is chosen."""
+    disk), the grid at the first seed, the random encoders, each arm's other seeds once its lr is chosen
+    (with --more_steps: every seed, the first too, continued)."""
     first = p["seeds"][0]
     queue = [("lm", a, first, lr, p["steps"]) for a in p["arms"] for lr in p["lr_grid"]]
     queue += [("ft", r, k, 0.0, 0) for r in random_arms(p) for k in p["seeds"]]
     for a in p["arms"]:
         lr = chosen_lr(p, done, a)
         if lr is not None:
-            queue += [("lm", a, k, lr, steps_for[a]) for k in p["seeds"]]
+            queue += [("lm", a, k, lr, steps_for[a] + p.get("more_steps", 0)) for k in p["seeds"]]
     ft = [("ft", *t[1:]) for t in queue if t[0] == "lm" and t in done]  # (never beside its own run)
     return list(dict.fromkeys(ft + queue))  # (the first seed's run at the chosen lr may be a grid run)
 
 
 def full_plan_size(p, steps_for):
     grid = 2 * len(p["arms"]) * len(p["lr_grid"]) + len(random_arms(p)) * len(p["seeds"])
-    more = sum(len(p["seeds"]) - (steps_for[a] == p["steps"]) for a in p["arms"])
+    more = sum(len(p["seeds"]) - (steps_for[a] == p["steps"] and not p.get("more_steps")) for a in p["arms"])
     return grid + 2 * more
 
 
@@ -427,7 +449,7 @@ def collect(sh, p, steps_for):
                 continue
             kind, arm, seed, lr, steps = t
             if kind == "lm":
-                r = de.finished_file(sh["results"] / "runs" / f"{run_name(arm, seed, lr, steps)}.json",
+                r = de.finished_file(sh["results"] / "runs" / f"{run_name(p, arm, seed, lr, steps)}.json",
                                      run_config(sh, arm, seed, lr, steps))
             else:
                 r = de.finished_file(*ft_file(sh, arm, seed, lr, steps))
@@ -446,7 +468,8 @@ def summarize(sh, p, done, per_step, steps_for):
     floors = de.label_floors(rows, p["ft_labels"])
     lrs = {a: chosen_lr(p, done, a) for a in p["arms"]}
     rule = f"equal {p['equal']}"
-    groups = {f"{a}, {rule}": [(a, k, lrs[a], steps_for[a]) for k in p["seeds"]] for a in p["arms"]}
+    total = {a: steps_for[a] + p.get("more_steps", 0) for a in p["arms"]}
+    groups = {f"{a}, {rule}": [(a, k, lrs[a], total[a]) for k in p["seeds"]] for a in p["arms"]}
     groups.update({f"{a}, equal steps": [(a, p["seeds"][0], lrs[a], p["steps"])] for a in p["arms"]
                    if steps_for[a] != p["steps"]})
     groups.update({{"random": "random encoder", "random-xlnet": "random XLNet encoder",
@@ -506,7 +529,9 @@ def markdown(res):
              "seconds per step measured in the same run: " + ", ".join(
                  f"{a} {res['seconds_per_step'][a]:.3f} s ({ratio[a]:.2f}x)" for a in p["arms"]) + ". "
              "Losses on the test split at [MASK] positions (15%; XLNet and T5: their own targets) beside the "
-             "unigram floor of what is predicted; lr chosen on dev: "
+             "unigram floor of what is predicted; "
+             + (f"each run {p['steps']:,} steps, then {p['more_steps']:,} more from a fresh warm-up and decay; "
+                if p.get("more_steps") else "") + "lr chosen on dev: "
              + ", ".join(f"{a} {lr:g}" if lr else f"{a} -" for a, lr in res["lr"].items()) + ".", "",
              "| encoder | steps | minutes (one thread) | runs | loss (ELECTRA: generator) | floor | below floor "
              "| converged |", "|---" * 8 + "|"]
@@ -615,9 +640,11 @@ def run(b):
         print(f"seconds per step: {per_step}; {p['equal']} equal: {steps_for} steps", flush=True)
         done = run_plan(b, p, steps_for, b.workers or p["workers"])
     res = json.loads(json.dumps(summarize(sh, p, done, per_step, steps_for)))  # (as a reader gets it)
-    path = (sh["out"] / "summary.json" if b.preset == "tiny"
-            else ROOT / "bench" / "results" / f"objectives_{b.preset}.json")
-    print(f"Command: python bench/objectives.py --preset={b.preset}" + (f" --arms={b.arms}" if b.arms else ""))
+    name = "summary" if b.preset == "tiny" else f"objectives_{b.preset}"
+    name += f"+{b.more_steps}" if b.more_steps else ""  # (the preset's own summary stays)
+    path = (sh["out"] if b.preset == "tiny" else ROOT / "bench" / "results") / f"{name}.json"
+    print(f"Command: python bench/objectives.py --preset={b.preset}" + (f" --arms={b.arms}" if b.arms else "")
+          + (f" --more_steps={b.more_steps}" if b.more_steps else ""))
     de.publish(res, path, markdown, plot)
     return res
 
