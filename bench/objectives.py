@@ -6,6 +6,7 @@ same steps, their time beside; or ELECTRA against a masked LM at the same comput
     python bench/objectives.py --preset=tiny      # toy data from the repository, seconds (the test)
     python bench/objectives.py --preset=cpu       # all eight arms on Korean NSMC, 2 cores, resumable (hours)
     python bench/objectives.py --preset=cpu --collect=true   # the summary of the runs finished so far
+    python bench/objectives.py --preset=cpu --more_steps=16000   # each arm's seeds 16,000 steps further
     python bench/objectives.py --preset=cpu --arms=mlm,electra --equal=compute   # ELECTRA's own question
     python bench/objectives.py --report=bench/results/objectives_cpu.json   # the results doc's tables
 

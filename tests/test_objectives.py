@@ -122,3 +122,24 @@ def test_a_run_whose_dev_loss_rose_has_not_converged():
     assert ob.convergence(run(7.0, 6.0, 5.0, 5.01)) == "converged"
     assert ob.convergence(run(7.0, 6.0, 5.5, 5.0)) == "learning"
     assert ob._count([run(7.0, 5.0, 5.5), run(7.0, 5.0, 5.0), run(7.0, 6.0, 5.0)]) == "1/3 (1 rising)"
+
+
+def test_more_steps_continue_every_seed_from_its_finished_run(tmp_path):
+    """--more_steps=N: each arm's seeds at its chosen lr go on N steps from the preset's finished runs (their
+    folders reused, not trained again; no new grid), scored and fine-tuned at the new length; the preset's
+    own summary stays; with equal compute (tiny's rule) refused."""
+    args = ["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm", "--equal=steps"]
+    base = ob.main(args)
+    summary = (tmp_path / "tiny" / "summary.json").read_text()
+    more = ob.main(args + ["--more_steps=4"])
+    p, runs = ob.PRESETS["tiny"], tmp_path / "tiny" / "runs"
+    assert more["lr"] == base["lr"] and (tmp_path / "tiny" / "summary.json").read_text() == summary
+    group, before = more["groups"]["mlm, equal steps"], base["groups"]["mlm, equal steps"]
+    assert len(group["runs"]) == len(group["finetune"]) == len(p["seeds"])
+    for r, r0 in zip(group["runs"], before["runs"]):
+        assert r["steps"] == p["steps"] + 4 and r["curve"][-1]["step"] == p["steps"] + 4
+        assert r["curve"][:len(r0["curve"])] == r0["curve"] and r["test"] != r0["test"]
+        name = ob.run_name(p, "mlm", r["seed"], r["lr"], p["steps"])
+        first, again = runs / name / "run" / "final.pt", runs / f"{name}+4" / "run" / "final.pt"
+        assert again.stat().st_mtime == first.stat().st_mtime  # (copied, not trained again)
+    assert ob.cli(["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm", "--more_steps=4"]) == 2
