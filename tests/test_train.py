@@ -542,6 +542,13 @@ def test_whole_word_masking_through_the_loop(tok, corpus, tmp_path):
     masked = torch.cat([lab != -100 for _, lab in rec.evaluated])
     piece = ~info["word_starts"][held[:, 1:]] & ~torch.isin(held[:, :-1], torch.tensor(tok.special_ids))
     assert (masked[:, 1:] & piece & ~masked[:, :-1]).any()
+    # its checkpoint says so: a whole-word run of before (held out, whole words at once) is another
+    # configuration, named, and is not resumed as if it were this one
+    state = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert state["config"]["eval"] == "mask-only, token by token"
+    torch.save({**state, "config": {**state["config"], "eval": "mask-only"}}, tmp_path / "final.pt")
+    with pytest.raises(runs.CheckpointMismatchError, match="eval: checkpoint 'mask-only'"):
+        train.train_loop(Recorder(len(tok)), tr, va, out_dir=tmp_path, steps=40, tok_info=info, s=s)
     inputs = torch.cat([i for i, _ in rec.seen])
     labels = torch.cat([lab for _, lab in rec.seen])
     original = torch.where(labels != -100, labels, inputs)
