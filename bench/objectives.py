@@ -506,7 +506,7 @@ def _brief(run):
     """A grid run in a few numbers (None while it has not finished)."""
     if run is None:
         return None
-    return {"below_floor": round(run["test_floor"] - run["test"]["loss"], 4), "convergence": convergence(run),
+    return {"below_floor": round(run["test_floor"] - run["test"]["loss"], 6), "convergence": convergence(run),
             "learned_context": run["learned_context"]}
 
 
