@@ -876,12 +876,33 @@ def save_model(model, tok, directory):
     model.save_pretrained(directory)
     tok.save(directory)
     if isinstance(model.config, t5.T5Config):  # its sentinels <extra_id_N> join the tokenizer's files
-        t5.add_sentinels(directory, model.config.vocab_size)
+        add_sentinels(directory, model.config.vocab_size)
     path = Path(directory) / "tokenizer_config.json"
     if path.exists() and hasattr(model.config, "max_len"):  # (XLNet, T5: relative positions, no length)
         config = json.loads(path.read_text(encoding="utf-8"))
         bert.atomic_write(path, json.dumps({**config, "model_max_length": model.config.max_len}, indent=2,
                                            ensure_ascii=False).encode())
+
+
+def add_sentinels(directory, vocab_size, n=t5.N_SENTINELS):
+    """T5's sentinels written into a saved tokenizer (t5.span_corruption's ids): <extra_id_i> gets id
+    vocab_size - 1 - i (HF's order), and HF is told they are special (never split)."""
+    d, names = Path(directory), [f"<extra_id_{i}>" for i in range(n)]
+    special = names
+    if (d / "vocab.json").exists():  # byte-level BPE: {token: id}
+        vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
+        vocab.update({t: vocab_size - 1 - i for i, t in enumerate(names)})
+        bert.atomic_write(d / "vocab.json", json.dumps(vocab, ensure_ascii=False).encode())
+        # subtle: as RoBERTa's <mask> (tokenizer.py), a sentinel takes the space before it: a span's
+        # first token carries its word's space (Ġ), so the model never saw 'Ġ', '<extra_id_0>'
+        special = [{"__type": "AddedToken", "content": t, "lstrip": True, "rstrip": False,
+                    "normalized": False, "single_word": False, "special": True} for t in names]
+    else:  # WordPiece: line k of vocab.txt is id k
+        text = (d / "vocab.txt").read_text(encoding="utf-8") + "".join(t + "\n" for t in reversed(names))
+        bert.atomic_write(d / "vocab.txt", text.encode())
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        config = {**json.loads((d / name).read_text(encoding="utf-8")), "additional_special_tokens": special}
+        bert.atomic_write(d / name, json.dumps(config, indent=2, ensure_ascii=False).encode())
 
 
 # ----------------------------------------------------------------------------------------------------

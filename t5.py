@@ -386,15 +386,14 @@ def span_corruption(ids, vocab_size, eos_id=1, noise_density=0.15, mean_span=3.0
     return inputs, targets
 
 
-
 # ----------------------------------------------------------------------------------------------------
 # Trained by train.py's loop: python train.py --task=mlm --objective=t5
 # ----------------------------------------------------------------------------------------------------
 N_SENTINELS = 100  # <extra_id_0> ... <extra_id_99> above the tokenizer's vocabulary, as in HF's T5
-# train.py's settings for --objective=t5 where the command leaves them out (runs.check_task): no dropout
-# in pretraining, as T5 1.1 found better ("dropout was turned off in pre-training (quality win)"); on
-# 1 MB of English, 0.49 nat below the floor after 8,000 steps with dropout 0.1, past 0.5 by step 5,000
-# without. On small text with long spans it memorises: give --dropout=0.1 there (docs/results.md)
+# (runs.save_model writes them into the saved tokenizer's files: runs.add_sentinels)
+# train.py's settings for --objective=t5 that the command leaves out (runs.check_task): no dropout, as
+# T5 1.1 pretrains (1 MB of English: 0.5 nat below the floor by step 5,000 without, 0.49 at 8,000 with
+# it); small text seen many times, with long spans, is memorised without: --dropout=0.1 (docs/results.md)
 DEFAULTS = {"dropout": 0.0}
 
 
@@ -416,14 +415,12 @@ def make_batch(batch, tok_info, s, generator):
     out: the end token closes the inputs and the targets), noise density s.mlm_probability, mean span
     s.mean_span; inputs padded with the pad id, targets with -100.
 
-    subtle: the targets carry T5's format as well as the text: a sentinel before each span, whose id is
-    fixed by the span's place (<extra_id_0>, then <extra_id_1>, ...), and the end token. A model that has
-    learned only that layout predicts them for free (at mean span 1 they are half the targets), so a loss
-    and a floor over all targets put a model that uses no context far below its floor. Training predicts
-    them all (generation needs them); train.evaluate scores only the span tokens (train.ordinary_targets),
-    each as the choice among the ordinary tokens (where a span ends is drawn at random: no context can
-    tell it, so the probability a model spends on it is not charged), against their unigram loss: a model
-    without context sits on that floor (tested)."""
+    subtle: the targets carry T5's format besides the text: a sentinel before each span (its id fixed by
+    the span's place) and the end token, which a model predicts for free once it knows the layout (at
+    mean span 1, half the targets): over all targets, a model without context would sit far below the
+    floor. Training predicts them all (generation needs them); train.evaluate scores the span tokens only
+    (train.ordinary_targets), each as a choice among the ordinary tokens (where a span ends is random: no
+    context tells it), against their unigram loss, on which a model without context sits (tested)."""
     special = torch.as_tensor(tok_info["special_ids"], dtype=torch.long)
     pad, eos, vocab = tok_info["pad_id"], tok_info["eos_id"], tok_info["vocab_size"] + N_SENTINELS
     pairs = []
@@ -436,27 +433,6 @@ def make_batch(batch, tok_info, s, generator):
     return {"input_ids": pad_to([x for x, _ in pairs], pad),
             "attention_mask": pad_to([torch.ones_like(x) for x, _ in pairs], 0),
             "labels": pad_to([y for _, y in pairs], -100)}
-
-
-def add_sentinels(directory, vocab_size, n=N_SENTINELS):
-    """Write the sentinels into a saved tokenizer (runs.save_model calls this after saving it):
-    <extra_id_i> gets id vocab_size - 1 - i (HF's order), and HF is told they are special (never split)."""
-    d, names = Path(directory), [f"<extra_id_{i}>" for i in range(n)]
-    special = names
-    if (d / "vocab.json").exists():  # byte-level BPE: {token: id}
-        vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
-        vocab.update({t: vocab_size - 1 - i for i, t in enumerate(names)})
-        bert.atomic_write(d / "vocab.json", json.dumps(vocab, ensure_ascii=False).encode())
-        # subtle: as RoBERTa's <mask> (tokenizer.py), a sentinel takes the space before it: a span's
-        # first token carries its word's space (Ġ), so the model never saw 'Ġ', '<extra_id_0>'
-        special = [{"__type": "AddedToken", "content": t, "lstrip": True, "rstrip": False,
-                    "normalized": False, "single_word": False, "special": True} for t in names]
-    else:  # WordPiece: line k of vocab.txt is id k
-        text = (d / "vocab.txt").read_text(encoding="utf-8") + "".join(t + "\n" for t in reversed(names))
-        bert.atomic_write(d / "vocab.txt", text.encode())
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        config = {**json.loads((d / name).read_text(encoding="utf-8")), "additional_special_tokens": special}
-        bert.atomic_write(d / name, json.dumps(config, indent=2, ensure_ascii=False).encode())
 
 
 if __name__ == "__main__":

@@ -886,7 +886,7 @@ def test_t5_sentinels_in_a_wordpiece_folder_load_in_hf(tmp_path):
     from tokenizer import WordPieceTokenizer
     wp = WordPieceTokenizer.train(["the cat sat on the mat", "a dog ran in the park"] * 20, 120)
     wp.save(tmp_path)
-    t5.add_sentinels(tmp_path, len(wp) + t5.N_SENTINELS)
+    runs.add_sentinels(tmp_path, len(wp) + t5.N_SENTINELS)
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert hf_tok.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_99>"]) == [len(wp) + 99, len(wp)]
     assert hf_tok.tokenize("the <extra_id_3> sat") == ["the", "<extra_id_3>", "sat"]
