@@ -27,17 +27,16 @@ What is new against BERT (bert.py), each where it lives:
 Shape legend: B batch, S source (encoder) length, T target (decoder) length, N heads, D d_kv, H d_model.
 
 Why a file of its own: an encoder-decoder is another architecture than bert.py's encoder; this file
-needs only torch and bert.py's file helpers, and copies out with them.
+needs only torch and bert.py's file helpers, and copies out with them (the sentinels' entries in a
+saved tokenizer's files are written by runs.add_sentinels).
 
 Differs from the reference: no key/value cache in decoding (it recomputes the prefix: fine at these
 sizes); no fp16 clamping; no model parallelism; the span-corruption pre-processing works on one token
 sequence at a time (the reference packs examples).
 """
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch

@@ -275,18 +275,23 @@ def run_name(p, arm, seed, lr, steps):
 
 def pretrain(sh, arm, seed, lr, steps, need_model=False):
     """One arm trained from scratch for all its steps, then scored on the test split; its result JSON
-    (cached; with need_model, trained again when only the JSON is here: seeded runs repeat exactly)."""
+    (cached; with need_model, trained again when only the JSON is here: seeded runs repeat exactly).
+    A continuation (--more_steps) starts from a copy of the preset's run, finished first if it is not."""
     more = extra(sh["p"], steps)
     config, name = run_config(sh, arm, seed, lr, steps), run_name(sh["p"], arm, seed, lr, steps)
     path, d = sh["results"] / "runs" / f"{name}.json", sh["out"] / "runs" / name
     r = de.finished_file(path, config)
     if r is not None and not (need_model and not (d / "model" / "model.safetensors").exists()):
         return r
-    t0 = time.time()
     d.mkdir(parents=True, exist_ok=True)
-    base = sh["out"] / "runs" / run_name(sh["p"], arm, seed, lr, steps - more) / "run"
-    if more and (base / "final.pt").exists() and not (d / "run").exists():  # (its first part is done)
-        shutil.copytree(base, d / "run")
+    if more and not (d / "run").exists():  # (a copy of its first part: checked, resumed or trained first)
+        pretrain(sh, arm, seed, lr, steps - more)
+        base = sh["out"] / "runs" / run_name(sh["p"], arm, seed, lr, steps - more) / "run"
+        if (base / "final.pt").exists():  # (not when only the base's JSON is here: trained again below)
+            shutil.rmtree(d / "run.partial", ignore_errors=True)
+            shutil.copytree(base, d / "run.partial")
+            (d / "run.partial").rename(d / "run")  # (whole or not at all)
+    t0 = time.time()
     s = settings(sh["p"], arm, seed, lr, steps)
     with open(d / "output.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
@@ -486,7 +491,7 @@ def summarize(sh, p, done, per_step, steps_for):
                      for lr in p["lr_grid"]} for a in p["arms"]}
     return {"preset": sh["out"].name, "rule": rule,
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
-            "seconds_per_step": per_step, "steps": steps_for, "lr": lrs, "lr_grid_dev": grid,
+            "seconds_per_step": per_step, "steps": total, "lr": lrs, "lr_grid_dev": grid,
             "lr_grid_runs": grid_runs,
             "ft_floors": floors, "groups": table,
             "tokens_per_step": p["batch_size"] * p["max_len"], "labelled_test_rows": len(rows["ft_test"])}
@@ -645,7 +650,7 @@ def run(b):
     name += f"+{b.more_steps}" if b.more_steps else ""  # (the preset's own summary stays)
     path = (sh["out"] if b.preset == "tiny" else ROOT / "bench" / "results") / f"{name}.json"
     print(f"Command: python bench/objectives.py --preset={b.preset}" + (f" --arms={b.arms}" if b.arms else "")
-          + (f" --more_steps={b.more_steps}" if b.more_steps else ""))
+          + (f" --equal={b.equal}" if b.equal else "") + (f" --more_steps={b.more_steps}" if b.more_steps else ""))
     de.publish(res, path, markdown, plot)
     return res
 

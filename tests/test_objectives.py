@@ -1,9 +1,12 @@
 """bench/objectives.py: the tiny preset end to end (every arm, the lr grid at the first seed, the
 equal-compute steps, fine-tuning with floors), cached on a rerun."""
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -131,8 +134,12 @@ def test_more_steps_continue_every_seed_from_its_finished_run(tmp_path):
     args = ["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm", "--equal=steps"]
     base = ob.main(args)
     summary = (tmp_path / "tiny" / "summary.json").read_text()
-    more = ob.main(args + ["--more_steps=4"])
     p, runs = ob.PRESETS["tiny"], tmp_path / "tiny" / "runs"
+    gone = ob.run_name(p, "mlm", p["seeds"][1], base["lr"]["mlm"], p["steps"])  # (its first part trained first)
+    shutil.rmtree(runs / gone)
+    (tmp_path / "tiny" / "results" / "runs" / f"{gone}.json").unlink()
+    more = ob.main(args + ["--more_steps=4"])
+    assert (runs / gone / "run" / "final.pt").exists()
     assert more["lr"] == base["lr"] and (tmp_path / "tiny" / "summary.json").read_text() == summary
     group, before = more["groups"]["mlm, equal steps"], base["groups"]["mlm, equal steps"]
     assert len(group["runs"]) == len(group["finetune"]) == len(p["seeds"])
@@ -142,4 +149,5 @@ def test_more_steps_continue_every_seed_from_its_finished_run(tmp_path):
         name = ob.run_name(p, "mlm", r["seed"], r["lr"], p["steps"])
         first, again = runs / name / "run" / "final.pt", runs / f"{name}+4" / "run" / "final.pt"
         assert again.stat().st_mtime == first.stat().st_mtime  # (copied, not trained again)
-    assert ob.cli(["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm", "--more_steps=4"]) == 2
+    with pytest.raises(ValueError, match="--more_steps=4: .* with --equal=steps"):  # (tiny's rule: compute)
+        ob.main(["--preset=tiny", f"--out_dir={tmp_path}", "--arms=mlm", "--more_steps=4"])

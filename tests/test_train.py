@@ -530,7 +530,8 @@ class Recorder(torch.nn.Module):
 
 def test_whole_word_masking_through_the_loop(tok, corpus, tmp_path):
     """--whole_word=true end to end: the loop masks every piece of a chosen word, never a special token,
-    and replaces the chosen pieces 80/10/10 ([MASK] / random / unchanged)."""
+    and replaces the chosen pieces 80/10/10 ([MASK] / random / unchanged); held out, token by token, which
+    its checkpoint records (one of before, without it, is a named mismatch)."""
     s = tiny_settings(whole_word=True, mlm_probability=0.3, batch_size=8, eval_every=40)
     tr, va = train.build_datasets(s, tok, corpus)
     info = train.tokenizer_info(tok, s)
@@ -542,13 +543,6 @@ def test_whole_word_masking_through_the_loop(tok, corpus, tmp_path):
     masked = torch.cat([lab != -100 for _, lab in rec.evaluated])
     piece = ~info["word_starts"][held[:, 1:]] & ~torch.isin(held[:, :-1], torch.tensor(tok.special_ids))
     assert (masked[:, 1:] & piece & ~masked[:, :-1]).any()
-    # its checkpoint says so: a whole-word run of before (held out, whole words at once) is another
-    # configuration, named, and is not resumed as if it were this one
-    state = torch.load(tmp_path / "final.pt", weights_only=True)
-    assert state["config"]["eval"] == "mask-only, token by token"
-    torch.save({**state, "config": {**state["config"], "eval": "mask-only"}}, tmp_path / "final.pt")
-    with pytest.raises(runs.CheckpointMismatchError, match="eval: checkpoint 'mask-only'"):
-        train.train_loop(Recorder(len(tok)), tr, va, out_dir=tmp_path, steps=40, tok_info=info, s=s)
     inputs = torch.cat([i for i, _ in rec.seen])
     labels = torch.cat([lab for _, lab in rec.seen])
     original = torch.where(labels != -100, labels, inputs)
@@ -563,6 +557,13 @@ def test_whole_word_masking_through_the_loop(tok, corpus, tmp_path):
     frac_same = (got == labels[chosen]).float().mean().item()
     assert 0.74 < frac_mask < 0.86 and 0.05 < frac_same < 0.16, (frac_mask, frac_same)
     assert 0.2 < chosen[~special].float().mean().item() < 0.4
+    # its checkpoint says so: a whole-word run of before (held out, whole words at once) is another
+    # configuration, named, and is not resumed as if it were this one
+    state = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert state["config"]["eval"] == "mask-only, token by token"
+    torch.save({**state, "config": {**state["config"], "eval": "mask-only"}}, tmp_path / "final.pt")
+    with pytest.raises(runs.CheckpointMismatchError, match="eval: checkpoint 'mask-only'"):
+        train.train_loop(Recorder(len(tok)), tr, va, out_dir=tmp_path, steps=40, tok_info=info, s=s)
 
 
 def test_every_run_is_evaluated_on_the_same_masked_inputs(tok, corpus, tmp_path):
