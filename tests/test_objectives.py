@@ -63,6 +63,15 @@ def test_lecture_arms_score_against_their_own_floors(tmp_path):
         assert set(ft["labels"]) == {str(n) for n in ob.PRESETS["tiny"]["ft_labels"]}
     floors = {a: ob.pretrain(sh, a, 1, 1e-3, 4)["test_floor"] for a in ("whole-word", "plm", "t5-span3")}
     assert floors["plm"] != floors["whole-word"] != floors["t5-span3"]  # (each objective's own targets)
+    # a result scored before T5 was scored on its span tokens (whole-word's dev curve token by token) is
+    # stale: its config lacks the marker, so the run is scored again, not read back
+    for arm, marker in (("t5-span3", "scored"), ("whole-word", "evaluated")):
+        path = sh["results"] / "runs" / f"{ob.run_name(sh['p'], arm, 1, 1e-3, 4)}.json"
+        old = json.loads(path.read_text())
+        assert marker in old["config"] and marker not in ob.run_config(sh, "plm", 1, 1e-3, 4)
+        del old["config"][marker]
+        path.write_text(json.dumps({**old, "test": {"loss": -1.0}}))
+        assert ob.pretrain(sh, arm, 1, 1e-3, 4)["test"]["loss"] > 0
 
 
 def test_equal_compute_steps():
