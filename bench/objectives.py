@@ -45,7 +45,8 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
             chosen on labelled dev rows, tested on NSMC's test reviews. Floors: the majority class, a bag-of-words
             logistic regression, and a random encoder of the same shape fine-tuned alike (BERT's; XLNet's and T5's
             too where those arms run: RANDOM). A run has converged when its best dev loss gained < 0.02 nat
-            over its last quarter; one that ended above its best is "rising".
+            over its last quarter and is at least 0.1 nat under its dev floor (as flat but not that far under:
+            "plateau", where a stopping rule must not fire); one that ended above its best is "rising".
 
 Every run and every fine-tuning writes one JSON under --results_dir as it finishes (a rerun does only
 what is missing, from another checkout too); the summary JSON, tables and a plot at the end.
@@ -118,6 +119,7 @@ PRESETS = {
 # BERT's for the masked LMs and ELECTRA, XLNet's and T5's for theirs (pre-norm T5 may fine-tune unlike BERT)
 RANDOM = {"random": "mlm", "random-xlnet": "plm", "random-t5": "t5-span3"}
 FT_MAX_LEN = 32  # fine-tuning rows are cut to the pretraining length (NSMC reviews: ~25 tokens)
+PLATEAU = 0.1  # nats: a converged run must be this far under its dev floor (train.learned_context's margin)
 _WORKER = {}  # per process: the shared data, built once
 
 
@@ -316,7 +318,8 @@ def pretrain(sh, arm, seed, lr, steps, need_model=False):
     r = {"arm": arm, "seed": seed, "lr": lr, "steps": steps, "dev_floor": dev_floor, "test_floor": test_floor,
          "test": {k: v for k, v in test.items() if k != "scored"}, "curve": curve,
          "learned_context": train.learned_context(test["loss"], test_floor) == "yes",  # (0.1 nat below)
-         "converged": convergence({"curve": curve, "dev_gain_last_quarter": gain}) == "converged",  # (not rising)
+         "converged": convergence({"curve": curve, "dev_gain_last_quarter": gain,
+                                   "dev_floor": dev_floor}) == "converged",  # (not rising, not on the plateau)
          "dev_gain_last_quarter": round(gain, 4), "seconds": round(time.time() - t0, 1), "config": config}
     if previous := de.finished_file(path, config):  # (trained again for its weights: same numbers?)
         if previous["test"] != r["test"]:
@@ -500,11 +503,15 @@ def summarize(sh, p, done, per_step, steps_for):
 def convergence(run):
     """Where a run's dev curve ended: "rising" (its last dev loss more than CONVERGED_GAIN above its best:
     the final model, the one scored, is past its best, memorising its rows or wobbling on a plateau),
-    "converged" (its best improved less than that over its last quarter), or "learning" (still falling)."""
+    "converged" (its best improved less than that over its last quarter, and it is past the plateau: its best
+    dev loss at least PLATEAU nat under its dev floor), "plateau" (as flat, but not that far under its floor:
+    a stopping rule must not fire there) or "learning" (still falling)."""
     losses = [c["dev_loss"] for c in run["curve"]]
     if losses[-1] > min(losses) + de.CONVERGED_GAIN:
         return "rising"
-    return "converged" if run["dev_gain_last_quarter"] < de.CONVERGED_GAIN else "learning"
+    if run["dev_gain_last_quarter"] >= de.CONVERGED_GAIN:
+        return "learning"
+    return "converged" if min(losses) < run["dev_floor"] - PLATEAU else "plateau"
 
 
 def _brief(run):
@@ -516,10 +523,11 @@ def _brief(run):
 
 
 def _count(runs):
-    """'converged/runs', and how many of the others ended rising."""
+    """'converged/runs', and how many of the others ended rising or flat on the plateau."""
     ends = [convergence(r) for r in runs]
-    rising = f" ({ends.count('rising')} rising)" if "rising" in ends else ""
-    return f"{ends.count('converged')}/{len(runs)}{rising}"
+    others = [f"{ends.count(e)} {name}" for e, name in (("plateau", "on the plateau"), ("rising", "rising"))
+              if e in ends]
+    return f"{ends.count('converged')}/{len(runs)}" + (f" ({', '.join(others)})" if others else "")
 
 
 def _acc(group, n):
@@ -562,7 +570,8 @@ def markdown(res):
     most = str(max(p["ft_labels"]))
     lines += ["", f"The lr grid at seed {p['seeds'][0]} ({p['steps']:,} steps): the test loss below its floor "
               "(negative: above it), whether the run converged (its best dev loss gained less than "
-              f"{de.CONVERGED_GAIN} nat in its last quarter; rising: it ended more than that above its best), "
+              f"{de.CONVERGED_GAIN} nat in its last quarter, {PLATEAU} nat or more under its dev floor; plateau: as "
+              f"flat, but not that far under; rising: it ended more than {de.CONVERGED_GAIN} nat above its best), "
               f"and the fine-tuned dev accuracy at {int(most):,} "
               "labels that chooses the rate:", "",
               f"| arm | lr | below floor | converged | dev accuracy, {int(most):,} labels |", "|---" * 5 + "|"]

@@ -126,14 +126,19 @@ def test_a_run_is_fine_tuned_only_once_it_is_done():
 
 def test_a_run_whose_dev_loss_rose_has_not_converged():
     """The flag reads the whole curve: a run that ended above its best (memorising its rows, the final
-    model scored) is "rising", not converged; a flat end is converged, a falling one still learning."""
-    def run(*losses):
+    model scored) is "rising", not converged; a flat end past the plateau is converged, one on it "plateau",
+    a falling one still learning."""
+    def run(*losses, floor=6.0):
         curve = [{"step": 100 * (i + 1), "dev_loss": x} for i, x in enumerate(losses)]
-        return {"curve": curve, "dev_gain_last_quarter": ob.de.dev_gain_last_quarter(curve)}
+        return {"curve": curve, "dev_gain_last_quarter": ob.de.dev_gain_last_quarter(curve), "dev_floor": floor}
     assert ob.convergence(run(7.0, 6.0, 5.0, 5.5)) == "rising"   # (best unchanged: the gain rule says 0)
     assert ob.convergence(run(7.0, 6.0, 5.0, 5.01)) == "converged"
     assert ob.convergence(run(7.0, 6.0, 5.5, 5.0)) == "learning"
-    assert ob._count([run(7.0, 5.0, 5.5), run(7.0, 5.0, 5.0), run(7.0, 6.0, 5.0)]) == "1/3 (1 rising)"
+    # as flat, but its best within 0.1 nat of its floor: on the plateau, which a stopping rule must not end
+    assert ob.convergence(run(7.0, 6.0, 5.0, 5.01, floor=5.05)) == "plateau"
+    assert ob.convergence(run(7.0, 6.0, 5.0, 5.01, floor=5.11)) == "converged"
+    ends = [run(7.0, 5.0, 5.5), run(7.0, 5.0, 5.0), run(7.0, 6.0, 5.0), run(7.0, 6.0, 6.0, floor=6.05)]
+    assert ob._count(ends) == "1/4 (1 on the plateau, 1 rising)"
 
 
 def test_more_steps_continue_every_seed_from_its_finished_run(tmp_path):
