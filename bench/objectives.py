@@ -51,12 +51,15 @@ GLUE against BERT-Small's 75.1 at the same compute). Here, at toy scale:
 Every run and every fine-tuning writes one JSON under --results_dir as it finishes (a rerun does only
 what is missing, from another checkout too); the summary JSON, tables and a plot at the end.
 
-Status (2026-12-04): probes of the cpu preset's recipe found that ELECTRA's discriminator does not learn
+Status (2026-12-05): probes of the cpu preset's recipe found that ELECTRA's discriminator does not learn
 within it (held-out AUC 0.52-0.58 after up to 6,000 steps, whatever the generator's width or the masking;
 a generator 1/4 or 1/2 as wide stays on the plateau at 200 KB): docs/results.md. Its arm runs last and is
 reported as what it is. Continued to 24,000 steps (--more_steps=16000) it does learn (AUC 0.88 +- 0.03,
 three seeds), its generator still near its floor. The cpu preset's runs (all eight arms, three seeds: 4-5 h
-on the faster 2-core machine, up to twice that on the slower) are in bench/results/objectives_cpu/;
+on the faster 2-core machine, up to twice that on the slower) and their continuation to 24,000 steps (~4 h
+more there, two runs at a time; runs named ...+16000, summary objectives_cpu+16000.json) are in
+bench/results/objectives_cpu/: at 24,000 steps every arm but T5 at mean span 1 is past its plateau, and one
+run of 24 has converged.
 --preset=tiny runs every step of the protocol in the tests.
 """
 import contextlib
