@@ -77,25 +77,27 @@ def test_the_decoder_never_sees_the_future():
         assert (seen[t + 1:] == 0).all() and (seen[:t + 1] > 0).all(), (t, seen)
 
 
-def test_span_corruption_by_its_rules():
+@pytest.mark.parametrize("density,mean", [(0.15, 3.0), (0.4, 1.0), (0.4, 10.0)])  # (the default; the bench's)
+def test_span_corruption_by_its_rules(density, mean):
     g = torch.Generator().manual_seed(0)
-    ids = torch.arange(5, 505)  # 500 distinct tokens
-    x, y = t5.span_corruption(ids, vocab_size=1000, generator=g)
-    sentinels_x = [t for t in x.tolist() if t >= 900]
-    sentinels_y = [t for t in y.tolist() if t >= 900]
+    ids = torch.arange(5, 505)  # 500 distinct tokens (ids >= 505: sentinels)
+    x, y = t5.span_corruption(ids, vocab_size=1000, noise_density=density, mean_span=mean, generator=g)
+    sentinels_x = [t for t in x.tolist() if t >= 505]
+    sentinels_y = [t for t in y.tolist() if t >= 505]
     assert sentinels_x == sentinels_y == list(range(999, 999 - len(sentinels_x), -1))  # <extra_id_0>, 1, ...
-    assert len(sentinels_x) == round(75 / 3)  # 15% of 500 = 75 noise tokens in spans of mean length 3
-    dropped = [t for t in y.tolist()[:-1] if t < 900]
-    assert len(dropped) == 75 and dropped == sorted(dropped)  # every dropped token once, in order
+    noise = round(500 * density)  # (15%: 75 noise tokens in spans of mean length 3)
+    assert len(sentinels_x) == round(noise / mean)
+    dropped = [t for t in y.tolist()[:-1] if t < 505]
+    assert len(dropped) == noise and dropped == sorted(dropped)  # every dropped token once, in order
     # inputs and targets together give back the text: fill each sentinel of x with its span from y
     spans, cur = {}, None
     for t in y.tolist()[:-1]:
-        if t >= 900:
+        if t >= 505:
             cur = t
             spans[cur] = []
         else:
             spans[cur].append(t)
-    restored = [u for t in x.tolist()[:-1] for u in (spans[t] if t >= 900 else [t])]
+    restored = [u for t in x.tolist()[:-1] for u in (spans[t] if t >= 505 else [t])]
     assert restored == ids.tolist() and x[-1] == y[-1] == 1
     share = [t5.random_spans_noise_mask(200, generator=g).float().mean().item() for _ in range(20)]
     assert all(abs(s - 0.15) <= 1 / 200 for s in share)
